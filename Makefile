@@ -1,0 +1,58 @@
+# m2vsl: every entry point a user needs. Each target sets itself up; nothing needs activating.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.m2vsl-installed
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce pipeline-tiny bench readme clean-nbs export
+
+## setup: create .venv from the one pinned lock file (quick no-op when nothing changed)
+setup: $(STAMP)
+$(STAMP): requirements.lock setup.py settings.ini
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+## export: notebooks -> package (m2vsl/ is never edited by hand)
+export: setup
+	nbdev_export
+
+## clean-nbs: strip outputs/metadata from nbs/ (keeps the papermill `parameters` tag)
+clean-nbs: setup
+	nbdev_clean
+
+## sync-check: fail when exporting or cleaning the notebooks would change a file
+sync-check: setup
+	bash tools/sync_check.sh
+
+## wheel-check: build a wheel, install it in a fresh venv, import every module
+wheel-check: setup
+	bash tools/wheel_check.sh
+
+## test-fast: notebook tests (slow cells skipped) + fast pytest
+test-fast: setup
+	nbdev_test --n_workers 2 --do_print
+	pytest -q -m "not slow" tests
+
+## test: every test the project has, as CI runs it
+test: setup sync-check wheel-check
+	nbdev_test --n_workers 2 --flags slow
+	pytest -q tests
+
+## reproduce: the main job: set up, then run the whole pipeline (dvc repro) on the embedded benchmark
+reproduce: setup
+	bash tools/reproduce.sh
+
+## bench: performance suite (writes reports/bench.json and reports/bench.md)
+bench: setup
+	python -m m2vsl.bench --out reports
+
+## readme: README.md from nbs/index.ipynb
+readme: setup
+	jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
