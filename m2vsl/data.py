@@ -74,15 +74,10 @@ def boxes_to_gt(
     boxes:np.ndarray,   # (n, 4) normalised x1y1x2y2 boxes on the full frame
     size:int,           # S: the map is S×S (the frame is squash-resized to S×S)
 )->torch.Tensor:        # float32 (S, S), 1 inside any box
-    "Union-of-boxes ground-truth map (EZ-VSL: clip to [0, 1], ×S, truncate); uses `m2vsl.metrics.gt_from_boxes` when present."
+    "Union-of-boxes ground-truth map (EZ-VSL: clip to [0, 1], ×S, truncate); built by `m2vsl.metrics.gt_from_boxes`."
+    from m2vsl.metrics import gt_from_boxes   # the one GT-map builder (imported lazily)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    try: from m2vsl.metrics import gt_from_boxes
-    except ImportError: gt_from_boxes = None
-    if gt_from_boxes is not None: return torch.as_tensor(np.asarray(gt_from_boxes(boxes, (size, size))), dtype=torch.float32)
-    g = torch.zeros(size, size)   # fallback while m2vsl.metrics is absent: the same EZ-VSL rule
-    for x1, y1, x2, y2 in (np.clip(np.nan_to_num(boxes, nan=0.), 0, 1)*size).astype(int):
-        g[y1:y2, x1:x2] = 1
-    return g
+    return torch.as_tensor(np.asarray(gt_from_boxes(boxes, (size, size))), dtype=torch.float32)
 
 # %% ../nbs/21_data.ipynb #f9841a73
 def wav_truncation(path:str|Path)->str|None:
