@@ -1,0 +1,288 @@
+"""Training engine bars (issue 5): DDP = single process, exact resume after SIGKILL, checkpoint safety, train → evaluate."""
+import builtins, hashlib, json, os, pickle, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, default_collate
+
+import m2vsl.methods as methods
+import m2vsl.train as T
+from m2vsl.train import (TrainConfig, load_config, train, forward_loss, make_gather, set_train_mode, seed_all,
+                         save_checkpoint, load_checkpoint, find_checkpoint, CheckpointError)
+from m2vsl.evaluate import evaluate, model_from_checkpoint, untrained, CentrePrior, compare
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+TINY = dict(dim=32, num_classes=3, mmt_heads=4)
+
+
+class ToyAV(Dataset):
+    "Sample-contract clips: a coloured square (class = colour) at a random place; a spectrogram band per class."
+    def __init__(self, n=24, size=32, C=3, seed=0): self.n, self.S, self.C, self.seed = n, size, C, seed
+    def __len__(self): return self.n
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(self.seed*100003 + i); S, c = self.S, i % self.C
+        img = torch.randn(3, S, S, generator=g)*0.3; gt = torch.zeros(1, S, S)
+        y, x = (int(v) for v in torch.randint(0, S - S//4, (2,), generator=g))
+        img[c, y:y+S//4, x:x+S//4] += 2; gt[0, y:y+S//4, x:x+S//4] = 1
+        aud = torch.randn(1, 33, 16, generator=g)*0.3; aud[0, 4 + c*8:8 + c*8] += 2
+        return {'id': f"toy{i:04d}", 'image': img, 'audio': aud, 'labels': F.one_hot(torch.tensor(c), self.C).float(),
+                'classes': torch.tensor([c]), 'gt': gt, 'has_gt': True}
+
+
+def toy_factory(cfg):
+    "data_factory for the command-line runs: `data_factory=test_train:toy_factory`."
+    return ToyAV(20)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (1) 2-process gloo = 1 process on the same global batch
+
+def _free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _grad_step(model, method, cfg, batch, gather):
+    loss, parts = forward_loss(model, method, cfg, batch, gather)
+    loss.backward()
+    return loss.detach()
+
+
+def _ddp_worker(rank, world, port, out, local_negatives):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        seed_all(0)
+        model, method, cfg = methods.build('m2vsl', **TINY)
+        set_train_mode(model, True, freeze_bn=True)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        batch = default_collate([ToyAV(8)[i] for i in range(8)])
+        n = 8//world
+        local = {k: v[rank*n:(rank+1)*n] if torch.is_tensor(v) else v for k, v in batch.items()}
+        loss = _grad_step(ddp, method, cfg, local, make_gather(world, local_negatives))
+        torch.save({'loss': loss, 'grads': {k: p.grad.clone() for k, p in model.named_parameters()}}, f"{out}/{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _run_ddp(tmp, local_negatives):
+    out = tmp/('local' if local_negatives else 'global'); out.mkdir()
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(out), local_negatives), nprocs=2, join=True)
+    return [torch.load(out/f"{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    seed_all(0)
+    model, method, cfg = methods.build('m2vsl', **TINY)
+    set_train_mode(model, True, freeze_bn=True)
+    batch = default_collate([ToyAV(8)[i] for i in range(8)])
+    loss1 = _grad_step(model, method, cfg, batch, None)
+    grads1 = {k: p.grad for k, p in model.named_parameters()}
+
+    ranks = _run_ddp(tmp_path, local_negatives=False)
+    # the logged loss is the mean over ranks (MMC on the gathered global batch is the same on both; the class loss is local)
+    loss2 = sum(r['loss'] for r in ranks)/2
+    dl = float((loss2 - loss1).abs())
+    dg = max(float((r['grads'][k] - grads1[k]).abs().max()) for r in ranks for k in grads1)
+    gmax = max(float(g.abs().max()) for g in grads1.values())
+    # float32 sums in a different order: 1e-5 absolute, relative to the tensor's scale where its gradients exceed 1
+    rel = max(float((r['grads'][k] - grads1[k]).abs().max())/max(1.0, float(grads1[k].abs().max()))
+              for r in ranks for k in grads1)
+    print(f"DDP 2x gloo vs 1 process: |Δloss|={dl:.3g} max|Δgrad|={dg:.3g} (max|grad|={gmax:.3g}), scaled={rel:.3g}")
+    assert dl < 1e-5 and rel < 1e-5
+    assert gmax > 1e-3     # the gradients compared are not all ~0
+
+    # negative control: the anchors' per-GPU negatives give a different loss (so the test above can fail)
+    loc = _run_ddp(tmp_path, local_negatives=True)
+    dloc = float((sum(r['loss'] for r in loc)/2 - loss1).abs())
+    print(f"local negatives: |Δloss|={dloc:.3g}")
+    assert dloc > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (2) SIGKILL partway, resume, same weights and metrics as an uninterrupted run
+
+def _cli(run_dir, *extra):
+    return [sys.executable, '-m', 'm2vsl.train', 'data_factory=test_train:toy_factory', f"run_dir={run_dir}",
+            'model.dim=32', 'model.num_classes=3', 'model.mmt_heads=4', 'batch_size=4', 'epochs=3', 'val_fraction=0.2',
+            'ckpt_every=1', 'progress=false', *extra]
+
+
+def _env():
+    return {**os.environ, 'PYTHONPATH': f"{HERE}{os.pathsep}{REPO}", 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+
+
+def _dvclive_values(run):
+    out = {}
+    for p in sorted((run/'dvclive/plots/metrics').glob('*.tsv')):
+        rows = [l.split('\t') for l in p.read_text().splitlines()]
+        i, j = rows[0].index('step'), rows[0].index(p.stem)
+        out[p.stem] = [(r[i], r[j]) for r in rows[1:]]      # timestamps differ between runs by nature
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_resume_is_exact(tmp_path):
+    ref, kil = tmp_path/'ref', tmp_path/'killed'
+    p_ref = subprocess.Popen(_cli(ref), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(_cli(kil), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = kil/'checkpoints/last.pt'
+    t0 = time.time()
+    while not (last.exists() and Path(str(last) + '.sha256').exists()):
+        assert p.poll() is None, p.stderr.read().decode()[-3000:]
+        assert time.time() - t0 < 600, 'no checkpoint after 10 min'
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL
+    killed_at = find_checkpoint(kil)
+    assert killed_at is not None and killed_at['step'] < 12, 'the run finished before the kill: nothing tested'
+    print(f"killed after step {killed_at['step']} (epoch {killed_at['epoch']}, position {killed_at['sampler']['pos']})")
+    r = subprocess.run(_cli(kil), env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'resumed from' in r.stderr
+    assert p_ref.wait() == 0, p_ref.stderr.read().decode()[-3000:]
+
+    a, b = load_checkpoint(ref/'checkpoints/last.pt'), load_checkpoint(kil/'checkpoints/last.pt')
+    assert (a['epoch'], a['step']) == (b['epoch'], b['step']) == (3, 12)
+    diff = max(float((a['model'][k].float() - b['model'][k].float()).abs().max()) for k in a['model'])
+    print(f"resume: max |Δweight| = {diff}")
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert torch.equal(a['optimizer']['state'][0]['exp_avg'], b['optimizer']['state'][0]['exp_avg'])
+    ha, hb = (json.loads((d/'history.json').read_text()) for d in (ref, kil))
+    assert ha['history'] == hb['history'] and len(ha['history']) == 3
+    assert ha['best_epoch'] == hb['best_epoch']
+    assert json.loads((ref/'metrics.json').read_text()) == json.loads((kil/'metrics.json').read_text())
+    assert _dvclive_values(ref) == _dvclive_values(kil) and len(_dvclive_values(ref)['train_loss']) == 3
+    assert (ref/'split.json').read_text() == (kil/'split.json').read_text()
+    # the weights did change during training (the equality above is not trivial)
+    seed_all(0); init = methods.build('m2vsl', **TINY)[0].state_dict()
+    assert any(not torch.equal(init[k], a['model'][k]) for k in init if init[k].is_floating_point())
+
+
+def test_truncated_or_half_written_checkpoint_is_never_valid(tmp_path, monkeypatch, caplog):
+    ck = tmp_path/'checkpoints'
+    old = {'model': {'w': torch.zeros(4)}, 'config': {}, 'step': 1}
+    new = {'model': {'w': torch.ones(4)}, 'config': {}, 'step': 2}
+    save_checkpoint(old, ck/'last.pt')
+    # a crash after the temp file is written but before the rename: the old checkpoint is still there and valid
+    real_replace = os.replace
+    def crash(src, dst):
+        if str(dst).endswith('last.pt'): raise KeyboardInterrupt('killed mid-write')
+        return real_replace(src, dst)
+    monkeypatch.setattr(T.os, 'replace', crash)
+    with pytest.raises(KeyboardInterrupt): save_checkpoint(new, ck/'last.pt')
+    monkeypatch.setattr(T.os, 'replace', real_replace)
+    assert torch.equal(load_checkpoint(ck/'last.pt')['model']['w'], torch.zeros(4))
+    # a crash after the rename but before the sidecar is rewritten: the new checkpoint is valid
+    real_write = T._write_atomic
+    calls = []
+    def crash_last_sidecar(path, data):
+        calls.append(path)
+        if len(calls) == 3: raise KeyboardInterrupt('killed before the final sidecar')
+        return real_write(path, data)
+    monkeypatch.setattr(T, '_write_atomic', crash_last_sidecar)
+    with pytest.raises(KeyboardInterrupt): save_checkpoint(new, ck/'last.pt')
+    monkeypatch.setattr(T, '_write_atomic', real_write)
+    assert torch.equal(load_checkpoint(ck/'last.pt')['model']['w'], torch.ones(4))
+    # a checkpoint truncated at its path (e.g. a copy cut short) is refused, and resume falls back to a valid one
+    save_checkpoint(old, ck/'best.pt')
+    data = (ck/'last.pt').read_bytes()
+    for cut in (len(data)//2, len(data) - 1, 10):
+        (ck/'last.pt').write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match='sha256 does not match'): load_checkpoint(ck/'last.pt')
+        with pytest.raises(CheckpointError, match='not a loadable checkpoint'): load_checkpoint(ck/'last.pt', verify=False)
+        found = find_checkpoint(tmp_path)
+        assert found['path'].endswith('best.pt') and found['step'] == 1
+    (ck/'best.pt').unlink()
+    assert find_checkpoint(tmp_path) is None
+    # a checkpoint without its checksum file is refused too
+    torch.save(new, ck/'other.pt')
+    with pytest.raises(CheckpointError, match='no checksum file'): load_checkpoint(ck/'other.pt')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (3) a crafted pickle is refused by weights_only=True, never executed
+
+class Evil:
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (builtins.open, (self.marker, 'w'))
+
+
+def test_crafted_pickle_is_refused_not_executed(tmp_path):
+    marker = tmp_path/'pwned'
+    ck = tmp_path/'run/checkpoints'; ck.mkdir(parents=True)
+    for name, write in (('last.pt', lambda p: p.write_bytes(pickle.dumps({'model': Evil(marker), 'config': {}, 'step': 9}))),
+                        ('best.pt', lambda p: torch.save({'model': Evil(marker), 'config': {}, 'step': 9}, p))):
+        p = ck/name
+        write(p)
+        Path(str(p) + '.sha256').write_text(hashlib.sha256(p.read_bytes()).hexdigest() + '\n')   # attacker forged the sidecar
+        with pytest.raises(Exception): torch.load(p, weights_only=True)
+        with pytest.raises(CheckpointError, match='not a loadable checkpoint'): load_checkpoint(p)
+    assert find_checkpoint(tmp_path/'run') is None
+    assert not marker.exists()
+    # the payload is real: an unrestricted unpickler would have executed it
+    pickle.loads(pickle.dumps(Evil(tmp_path/'control')))
+    assert (tmp_path/'control').exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (4) config plumbing and a tiny train → evaluate run
+
+def test_config_sources(tmp_path):
+    p = tmp_path/'params.yaml'
+    p.write_text("prepare:\n  x: 1\ntrain:\n  method: ezvsl\n  batch_size: 32\n  model:\n    dim: 128\n")
+    c = load_config(p, 'train', ['model.dim=64', 'train.lr=3e-4', 'amp=bf16'])
+    assert (c.method, c.batch_size, c.model.dim, c.model.mmc_stages, c.lr, c.amp) == ('ezvsl', 32, 64, (4,), 3e-4, 'bf16')
+    d = TrainConfig().to_dict()
+    assert (d['lr'], d['batch_size'], d['epochs'], d['model']['dim'], d['model']['mmt_depth'], d['image']['size'],
+            d['audio']['sample_rate'], d['audio']['seconds']) == (1e-4, 128, 100, 512, 3, 224, 22050, 3.0)
+    with pytest.raises(KeyError, match='unknown training option'): load_config(p, 'train', ['bogus=1'])
+    r = subprocess.run([sys.executable, '-m', 'm2vsl.train', '--params', str(p), '--print-config', 'model.dim=48'],
+                       env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import yaml
+    assert TrainConfig.from_dict(yaml.safe_load(r.stdout)).model.dim == 48
+
+
+def test_train_then_evaluate_smoke(tmp_path):
+    cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=2, val_fraction=0.25, run_dir=str(tmp_path/'run'),
+                      progress=False, amp='bf16')
+    res = train(cfg, ToyAV(24))
+    run = tmp_path/'run'
+    split = json.loads((run/'split.json').read_text())
+    assert len(split['val_ids']) == 6 and not set(split['val_ids']) & set(split['train_ids'])
+    hist = res['history']
+    assert len(hist) == 2 and all(r['val_loss'] is not None and r['train_loss'] > 0 for r in hist)
+    assert res['best_epoch'] == 1 + min(range(2), key=lambda i: hist[i]['val_loss'])
+    ck = torch.load(run/'checkpoints/best.pt', weights_only=True)
+    assert ck['epoch'] == res['best_epoch'] and ck['config'] == cfg.to_dict()
+    assert not any(k.startswith('module.') for k in ck['model'])
+    model, method, tcfg = model_from_checkpoint(run/'checkpoints/best.pt')
+    assert tcfg == cfg
+    test = ToyAV(12, seed=5)
+    r = evaluate(model, test, 'single', batch_size=6, csv=tmp_path/'per_sample.csv', keep_maps=3, progress=False)
+    assert r['metrics']['n_samples'] == 12 and 0 <= r['metrics']['iou@0.5'] <= 1
+    assert len((tmp_path/'per_sample.csv').read_text().splitlines()) == 13
+    assert r['maps']['maps'].shape == (3, 32, 32)
+    table = compare({'trained': model, 'untrained': untrained(model), 'centre_prior': CentrePrior()}, test, 'single',
+                    progress=False)
+    assert list(table.index) == ['trained', 'untrained', 'centre_prior'] and 'mean_ciou' in table
+    # the untrained reference really is a different model
+    assert not torch.equal(untrained(model).state_dict()['audio.proj.weight'], model.state_dict()['audio.proj.weight'])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    run = tmp_path/'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port', str(_free_port()),
+           '-m', 'm2vsl.train', 'data_factory=test_train:toy_factory', f"run_dir={run}", 'model.dim=32',
+           'model.num_classes=3', 'model.mmt_heads=4', 'batch_size=4', 'epochs=1', 'val_fraction=0.2', 'progress=false']
+    r = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = load_checkpoint(run/'checkpoints/last.pt')
+    assert (ck['epoch'], ck['step'], ck['sampler']['world'], len(ck['rng'])) == (1, 4, 2, 2)   # 16 clips / (2 × 2) per step
+    assert not any(k.startswith('module.') for k in ck['model'])
+    assert len(json.loads((run/'history.json').read_text())['history']) == 1
