@@ -50,7 +50,7 @@ def _grad_step(model, method, cfg, batch, gather):
     return loss.detach()
 
 
-def _ddp_worker(rank, world, port, out, local_negatives):
+def _ddp_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
@@ -62,15 +62,17 @@ def _ddp_worker(rank, world, port, out, local_negatives):
         batch = default_collate([ToyAV(8)[i] for i in range(8)])
         n = 8//world
         local = {k: v[rank*n:(rank+1)*n] if torch.is_tensor(v) else v for k, v in batch.items()}
-        loss = _grad_step(ddp, method, cfg, local, make_gather(world, local_negatives))
-        torch.save({'loss': loss, 'grads': {k: p.grad.clone() for k, p in model.named_parameters()}}, f"{out}/{rank}.pt")
+        with torch.no_grad():   # negative control: the anchors' per-GPU negatives
+            loss_local = forward_loss(ddp, method, cfg, local, make_gather(world, local_negatives=True))[0]
+        loss = _grad_step(ddp, method, cfg, local, make_gather(world))
+        torch.save({'loss': loss, 'loss_local': loss_local, 'grads': {k: p.grad.clone() for k, p in model.named_parameters()}},
+                   f"{out}/{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-def _run_ddp(tmp, local_negatives):
-    out = tmp/('local' if local_negatives else 'global'); out.mkdir()
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(out), local_negatives), nprocs=2, join=True)
+def _run_ddp(out):
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     return [torch.load(out/f"{r}.pt", weights_only=True) for r in range(2)]
 
 
@@ -82,7 +84,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     loss1 = _grad_step(model, method, cfg, batch, None)
     grads1 = {k: p.grad for k, p in model.named_parameters()}
 
-    ranks = _run_ddp(tmp_path, local_negatives=False)
+    ranks = _run_ddp(tmp_path)
     # the logged loss is the mean over ranks (MMC on the gathered global batch is the same on both; the class loss is local)
     loss2 = sum(r['loss'] for r in ranks)/2
     dl = float((loss2 - loss1).abs())
@@ -96,8 +98,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     assert gmax > 1e-3     # the gradients compared are not all ~0
 
     # negative control: the anchors' per-GPU negatives give a different loss (so the test above can fail)
-    loc = _run_ddp(tmp_path, local_negatives=True)
-    dloc = float((sum(r['loss'] for r in loc)/2 - loss1).abs())
+    dloc = float((sum(r['loss_local'] for r in ranks)/2 - loss1).abs())
     print(f"local negatives: |Δloss|={dloc:.3g}")
     assert dloc > 1e-3
 
@@ -154,7 +155,9 @@ def test_sigkill_resume_is_exact(tmp_path):
     ha, hb = (json.loads((d/'history.json').read_text()) for d in (ref, kil))
     assert ha['history'] == hb['history'] and len(ha['history']) == 3
     assert ha['best_epoch'] == hb['best_epoch']
-    assert json.loads((ref/'metrics.json').read_text()) == json.loads((kil/'metrics.json').read_text())
+    ma, mb = (json.loads((d/'metrics.json').read_text()) for d in (ref, kil))
+    assert ma['config'].pop('run_dir') != mb['config'].pop('run_dir')   # the only difference
+    assert ma == mb
     assert _dvclive_values(ref) == _dvclive_values(kil) and len(_dvclive_values(ref)['train_loss']) == 3
     assert (ref/'split.json').read_text() == (kil/'split.json').read_text()
     # the weights did change during training (the equality above is not trivial)
@@ -250,10 +253,10 @@ def test_config_sources(tmp_path):
 def test_train_then_evaluate_smoke(tmp_path):
     cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=2, val_fraction=0.25, run_dir=str(tmp_path/'run'),
                       progress=False, amp='bf16')
-    res = train(cfg, ToyAV(24))
+    res = train(cfg, ToyAV(16))
     run = tmp_path/'run'
     split = json.loads((run/'split.json').read_text())
-    assert len(split['val_ids']) == 6 and not set(split['val_ids']) & set(split['train_ids'])
+    assert len(split['val_ids']) == 4 and not set(split['val_ids']) & set(split['train_ids'])
     hist = res['history']
     assert len(hist) == 2 and all(r['val_loss'] is not None and r['train_loss'] > 0 for r in hist)
     assert res['best_epoch'] == 1 + min(range(2), key=lambda i: hist[i]['val_loss'])
@@ -262,10 +265,10 @@ def test_train_then_evaluate_smoke(tmp_path):
     assert not any(k.startswith('module.') for k in ck['model'])
     model, method, tcfg = model_from_checkpoint(run/'checkpoints/best.pt')
     assert tcfg == cfg
-    test = ToyAV(12, seed=5)
+    test = ToyAV(6, seed=5)
     r = evaluate(model, test, 'single', batch_size=6, csv=tmp_path/'per_sample.csv', keep_maps=3, progress=False)
-    assert r['metrics']['n_samples'] == 12 and 0 <= r['metrics']['iou@0.5'] <= 1
-    assert len((tmp_path/'per_sample.csv').read_text().splitlines()) == 13
+    assert r['metrics']['n_samples'] == 6 and 0 <= r['metrics']['iou@0.5'] <= 1
+    assert len((tmp_path/'per_sample.csv').read_text().splitlines()) == 7
     assert r['maps']['maps'].shape == (3, 32, 32)
     table = compare({'trained': model, 'untrained': untrained(model), 'centre_prior': CentrePrior()}, test, 'single',
                     progress=False)
@@ -286,3 +289,26 @@ def test_torchrun_two_processes(tmp_path):
     assert (ck['epoch'], ck['step'], ck['sampler']['world'], len(ck['rng'])) == (1, 4, 2, 2)   # 16 clips / (2 × 2) per step
     assert not any(k.startswith('module.') for k in ck['model'])
     assert len(json.loads((run/'history.json').read_text())['history']) == 1
+
+
+@pytest.mark.slow
+def test_embedded_benchmark_cli_train_then_evaluate(tmp_path):
+    "The real path: generator → m2vsl.data loaders (build_datasets) → CLI training → evaluate on the test split."
+    from m2vsl.synth import generate
+    from m2vsl.data import make_dataset
+    root = generate(tmp_path/'emb', size='tiny', workers=1)
+    C = len([l for l in (Path(root)/'classes.txt').read_text().splitlines() if l.strip()])
+    run = tmp_path/'run'
+    cmd = [sys.executable, '-m', 'm2vsl.train', f"data.root={Path(root)/'vggsound'}", 'image.size=64', 'model.dim=32',
+           f"model.num_classes={C}", 'model.mmt_heads=4', 'batch_size=8', 'epochs=1', 'val_fraction=0.2', f"run_dir={run}",
+           'progress=false']
+    r = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    split = json.loads((run/'split.json').read_text())
+    train_ids = set((Path(root)/'vggsound/metadata/train.txt').read_text().split())
+    assert set(split['train_ids']) | set(split['val_ids']) == train_ids and split['val_ids']
+    model, method, cfg = model_from_checkpoint(run/'checkpoints/best.pt')
+    test = make_dataset(Path(root)/'vggsound', 'vggsound', 'test', 'single', audio_cfg=cfg.audio, image_cfg=cfg.image)
+    assert not {test.records[i].id for i in range(len(test))} & train_ids      # selection never saw the test set
+    res = evaluate(model, test, 'single', batch_size=8, progress=False)
+    assert res['metrics']['n_samples'] == len(test) > 0
