@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make reproduce`: (1) the data set the pipeline consumes, (2) `dvc repro`. Run from anywhere; needs `make setup`.
+#
+# The embedded benchmark is versioned by data.dvc, which holds the hash of data/embedded as generated from the
+# `generate:` section of params.yaml. There is no DVC remote: a fresh clone regenerates the data deterministically
+# from its seed, and `dvc status data.dvc` then confirms the bytes match the committed hash.
+# Real data: point `data.root` in params.yaml at a folder in the real layouts (README: "Real data").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+start=$(date +%s)
+root=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['root'])")
+if [ "$root" = "data/embedded" ]; then
+  python - <<'PY'
+import yaml, time
+from m2vsl.synth import generate
+g = yaml.safe_load(open('params.yaml'))['generate']
+t = time.time(); generate('data/embedded', **g, progress=True)
+print(f"data/embedded ready ({time.time()-t:.0f} s)")
+PY
+  if [ "${M2VSL_SKIP_DATA_CHECK:-0}" != 1 ]; then
+    if dvc status data.dvc | grep -q 'changed\|modified\|deleted'; then
+      echo "data/embedded does not match the hash committed in data.dvc." >&2
+      echo "If you changed the 'generate:' parameters on purpose, record the new data with: dvc commit -f data.dvc" >&2
+      echo "Otherwise this platform generated different bytes; please report it (set M2VSL_SKIP_DATA_CHECK=1 to go on)." >&2
+      exit 1
+    fi
+    echo "data/embedded matches data.dvc"
+  fi
+fi
+dvc repro "$@"
+echo "make reproduce: wall time $(( $(date +%s) - start )) s"
