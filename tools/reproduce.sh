@@ -10,14 +10,16 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 start=$(date +%s)
 root=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['root'])")
-if [ "$root" = "data/embedded" ]; then
-  python - <<'PY'
+# profiles with a `generate:` section run on a generated benchmark (written to data.root; idempotent)
+python - <<'PY'
 import yaml, time
 from m2vsl.synth import generate
-g = yaml.safe_load(open('params.yaml'))['generate']
-t = time.time(); generate('data/embedded', **g, progress=True)
-print(f"data/embedded ready ({time.time()-t:.0f} s)")
+p = yaml.safe_load(open('params.yaml'))
+if 'generate' in p:
+    t = time.time(); generate(p['data']['root'], **p['generate'], progress=True)
+    print(f"{p['data']['root']} ready ({time.time()-t:.0f} s)")
 PY
+if [ "$root" = "data/embedded" ]; then
   if [ "${M2VSL_SKIP_DATA_CHECK:-0}" != 1 ]; then
     if dvc status data.dvc | grep -q 'changed\|modified\|deleted'; then
       echo "data/embedded does not match the hash committed in data.dvc." >&2
