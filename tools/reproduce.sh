@@ -11,14 +11,8 @@ export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 start=$(date +%s)
 root=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['root'])")
 # profiles with a `generate:` section run on a generated benchmark (written to data.root; idempotent)
-python - <<'PY'
-import yaml, time
-from m2vsl.synth import generate
-p = yaml.safe_load(open('params.yaml'))
-if 'generate' in p:
-    t = time.time(); generate(p['data']['root'], **p['generate'], progress=True)
-    print(f"{p['data']['root']} ready ({time.time()-t:.0f} s)")
-PY
+gen=$(python -c "import yaml; g = yaml.safe_load(open('params.yaml')).get('generate'); print('' if not g else ' '.join(f'--{k} {v}' for k, v in g.items()))")
+if [ -n "$gen" ]; then python -m m2vsl.synth --out "$root" $gen; fi
 if [ "$root" = "data/embedded" ]; then
   if [ "${M2VSL_SKIP_DATA_CHECK:-0}" != 1 ]; then
     if dvc status data.dvc | grep -q 'changed\|modified\|deleted'; then
