@@ -21,7 +21,7 @@ __all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHY
            'plan', 'write_metadata', 'synth_config', 'generate', 'main']
 
 # %% ../nbs/20_synth.ipynb #b5b7102f
-GENERATOR_VERSION = '1.0'
+GENERATOR_VERSION = '1.1'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'diamond', 'hexagon', 'pentagon', 'crescent',
           'arrow', 'trapezoid')
 COLOURS = {'red': (.85, .12, .12), 'orange': (.96, .55, .08), 'yellow': (.95, .88, .12), 'lime': (.55, .88, .15),
@@ -235,7 +235,7 @@ def make_clip(
     seconds:float=4.0,         # audio duration
     sr:int=16000,              # audio sample rate
     distractor_p:float=.65,    # probability of 1–2 silent distractors of other classes
-    scale:tuple=(.2, .5),      # object size range, fraction of the frame side
+    scale:tuple=(.3, .7),      # object size range, fraction of the frame side (box areas ≈ VGG-SS's: median 25 %)
 )->dict:
     "Render one sample: frames, per-source masks and boxes, the mixed audio and every object's record."
     rng = clip_rng(seed, set_name, index)
