@@ -1,0 +1,90 @@
+"""Inference speed of M2VSL (issue 8): frames per second of model + fused map, at 224 px (the paper's front ends:
+22,050 Hz, 3 s, 257x300 spectrograms) and at 96 px (the CPU profile's 11,025 Hz, 65x76), batch 1 and batched,
+fp32 and bf16 autocast, channels_last as the model config has it; median of several timed runs after warm-up.
+Also end to end (`Localizer.localize_batch` from in-memory image arrays and waveforms: transforms, audio front end,
+model, maps resized to the original 320x240 frame). Prints JSON.
+
+    python bench/bench_inference.py                       # CPU, full-size model (dim 512, 221 classes)
+    python bench/bench_inference.py --device cuda --batches 1 32 --runs 20
+"""
+import argparse, json, os, platform, statistics, time
+
+import numpy as np
+import torch
+
+import m2vsl.methods as methods
+from m2vsl.audio import AudioConfig
+from m2vsl.vision import ImageConfig
+from m2vsl.inference import Localizer
+from m2vsl.train import autocast
+
+PROFILES = {   # image size -> audio front end
+    224: dict(sample_rate=22050, seconds=3.0, n_fft=512, win_length=512, hop_length=221),
+    96: dict(sample_rate=11025, seconds=3.0, n_fft=128, win_length=128, hop_length=441),
+}
+
+
+def sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize()
+
+
+def timeit(fn, dev, warmup, runs):
+    for _ in range(warmup): fn()
+    sync(dev); ts = []
+    for _ in range(runs):
+        t = time.perf_counter(); fn(); sync(dev); ts.append(time.perf_counter() - t)
+    return statistics.median(ts), ts
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sizes', type=int, nargs='+', default=[224, 96])
+    p.add_argument('--batches', type=int, nargs='+', default=[1, 32])
+    p.add_argument('--amps', nargs='+', default=['none', 'bf16'])
+    p.add_argument('--dim', type=int, default=512)
+    p.add_argument('--num-classes', type=int, default=221)
+    p.add_argument('--runs', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--no-e2e', action='store_true', help='skip the end-to-end localize_batch rows')
+    a = p.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim)
+    model = model.to(dev).eval()
+    rows = []
+    for S in a.sizes:
+        acfg = AudioConfig(**PROFILES.get(S, PROFILES[224]))
+        loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev)
+        for B in a.batches:
+            g = torch.Generator().manual_seed(0)
+            batch = {'image': torch.randn(B, 3, S, S, generator=g).to(dev), 'audio': torch.randn(B, *acfg.shape, generator=g).to(dev)}
+            for amp in a.amps:
+                def step():
+                    with torch.no_grad(), autocast(amp, dev):
+                        out = model(batch)
+                        return method.single_map(out, (S, S), mcfg)
+                med, ts = timeit(step, dev, a.warmup, a.runs)
+                rows.append(dict(kind='model+map', size=S, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
+                                 fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2), runs=a.runs))
+                print(json.dumps(rows[-1]), flush=True)
+                if not a.no_e2e:
+                    rng = np.random.default_rng(0)
+                    ims = [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(B)]
+                    auds = [(rng.uniform(-.5, .5, int(acfg.sample_rate*4)).astype(np.float32), acfg.sample_rate) for _ in range(B)]
+                    loc.amp = amp
+                    med, ts = timeit(lambda: loc.localize_batch(ims, auds, batch_size=B, class_maps=False), dev, 1, max(2, a.runs//2))
+                    rows.append(dict(kind='localize_batch e2e (320x240 frames)', size=S, audio=list(acfg.shape), batch=B, amp=amp,
+                                     channels_last=mcfg.channels_last, fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2),
+                                     ms_min=round(1e3*min(ts), 2), runs=max(2, a.runs//2)))
+                    print(json.dumps(rows[-1]), flush=True)
+    info = dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
+                cpu=platform.processor() or platform.machine(), torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, channels_last=mcfg.channels_last),
+                warmup=a.warmup)
+    print(json.dumps({'bench': 'inference', **info, 'results': rows}, indent=1))
+
+
+if __name__ == '__main__':
+    main()
