@@ -32,6 +32,7 @@ def write_video(path, frames, audio=None, sr=SR, fps=FPS, acodec='aac'):
         v = c.add_stream('libx264', rate=fps); v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
         a = c.add_stream(acodec, rate=sr) if audio is not None else None
         if a is not None: a.layout = 'mono'
+        fmt = 's16' if acodec.startswith('pcm_s16') else 'fltp'
         for i, f in enumerate(frames):
             fr = av.VideoFrame.from_ndarray(f, format='rgb24'); fr.pts = i
             for p in v.encode(fr): c.mux(p)
@@ -40,7 +41,8 @@ def write_video(path, frames, audio=None, sr=SR, fps=FPS, acodec='aac'):
             n = a.codec_context.frame_size or 1024
             x = np.asarray(audio, np.float32)
             for i in range(0, len(x), n):
-                fr = av.AudioFrame.from_ndarray(x[None, i:i+n].copy(), format='fltp', layout='mono'); fr.sample_rate = sr
+                xi = x[None, i:i+n].copy() if fmt == 'fltp' else np.round(x[None, i:i+n]*32767).astype(np.int16)
+                fr = av.AudioFrame.from_ndarray(xi, format=fmt, layout='mono'); fr.sample_rate = sr
                 fr.pts = i
                 for p in a.encode(fr): c.mux(p)
             for p in a.encode(None): c.mux(p)
@@ -68,6 +70,7 @@ def work(tmp_path_factory):
     clip = make_clip(0, 'video', 0, (3,), make_classes(10), n_frames=int(FPS*SECONDS), size=SIDE, seconds=SECONDS, sr=SR)
     write_video(d/'clip.mp4', clip['frames'], clip['audio'])
     write_video(d/'mute.mp4', clip['frames'], None)
+    write_video(d/'pcm.mkv', clip['frames'], clip['audio'], acodec='pcm_s16le')
     write_video(d/'silent.mp4', clip['frames'], np.zeros(int(SR*SECONDS), np.float32))
     (d/'broken.mp4').write_bytes(b'\x00\x00\x00\x18ftypmp42' + os.urandom(2000))
     Image.fromarray(clip['frames'][0]).save(d/'frame.jpg')
@@ -124,6 +127,25 @@ def test_video_mode(work, tmp_path):
         assert len(f['top']) == 3 and f['top'][0]['score'] >= f['top'][-1]['score']
         assert len(f['class_peaks']) == 3
     assert leftovers(tmp_path, '.tmp') == []
+
+
+def test_video_pcm_audio_reencoded(work, tmp_path):
+    "PCM audio cannot go into MP4 as is: it is re-encoded as AAC, whole."
+    d, clip = work
+    out = tmp_path/'pcm.mp4'
+    p = cli('--checkpoint', d/'weights', '--video', d/'pcm.mkv', '--out', out)
+    assert p.returncode == 0, p.stderr
+    frames, auds, samples = probe(out)
+    assert len(frames) == int(FPS*SECONDS) and auds == [('aac', SR)]
+    assert abs(samples - SR*SECONDS) < 0.05*SR*SECONDS, samples
+    assert json.loads(out.with_suffix('.json').read_text())['audio_copied'] is False
+    # the re-encoded audio is the original: correlation with the clip's waveform
+    with av.open(str(out)) as c:
+        rs = av.AudioResampler(format='fltp', layout='mono')
+        y = np.concatenate([r.to_ndarray()[0] for f in c.decode(audio=0) for r in rs.resample(f)])
+    x = clip['audio'][:len(y)]
+    best = max(np.corrcoef(x[:len(x)-k], y[k:len(x)])[0, 1] for k in range(0, 3000, 1))
+    assert best > 0.9, best
 
 
 def test_image_and_folder_modes(work, tmp_path):
