@@ -17,7 +17,7 @@ from . import methods as _methods
 
 # %% auto #0
 __all__ = ['TASKS', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config', 'dataset', 'model_fields', 'train_config',
-           'write_json', 'build_table', 'qualitative_figure', 'line_figure']
+           'write_json', 'build_table', 'qualitative_figure', 'line_figure', 'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 TASKS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4
@@ -179,3 +179,17 @@ def line_figure(
     fig.tight_layout(); Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90); plt.close(fig)
     return Path(out)
+
+# %% ../nbs/60_pipeline.ipynb #ad9dff35
+from fastcore.script import call_parse
+
+@call_parse
+def main(
+    method:str='m2vsl',         # method or preset name
+    run_dir:str='runs/m2vsl',   # run folder
+    params:str='params.yaml',   # params file
+    overrides:str='',           # space-separated key=value overrides (e.g. "batch_size=256 model.dim=256")
+):
+    "Train `method` with the settings of `params` (single process, or under torchrun)."
+    from m2vsl.train import train
+    train(train_config(params, method, run_dir, overrides.split()))
