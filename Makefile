@@ -49,9 +49,12 @@ test: setup sync-check wheel-check
 reproduce: setup
 	bash tools/reproduce.sh
 
-## bench: performance suite (writes reports/bench.json and reports/bench.md)
+## bench: the benchmark scripts that exist so far (metrics, data loader, inference); each prints JSON
 bench: setup
-	python -m m2vsl.bench --out reports
+	mkdir -p bench/out
+	python bench/bench_metrics.py --out bench/out/metrics.json
+	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 | tee bench/out/loader.json
+	python bench/bench_inference.py | tee bench/out/inference.json
 
 ## readme: README.md from nbs/index.ipynb
 readme: setup
