@@ -12,6 +12,8 @@ BIN = Path(sys.executable).parent
 
 def run(cmd, cwd, timeout=900, check=True):
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS='1', PYTHONUNBUFFERED='1')
+    for k in ('GIT_AUTHOR', 'GIT_COMMITTER'):   # dvc exp run commits: do not rely on a global git identity
+        env.setdefault(f'{k}_NAME', 'm2vsl test'); env.setdefault(f'{k}_EMAIL', 'test@m2vsl.invalid')
     r = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode: raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     return r
