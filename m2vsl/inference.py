@@ -17,7 +17,7 @@ from safetensors.torch import save_file, load_file
 import m2vsl.methods as _methods
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
-from .model import minmax, class_maps as _class_maps
+from .model import minmax, class_maps as _class_maps, av_map as _av_map
 from .train import TrainConfig, autocast
 from .evaluate import model_from_checkpoint
 from .data import _classes_file
@@ -179,9 +179,8 @@ class Localizer:
         fused = self.method.single_map(out, S, getattr(self.model, 'cfg', None)).float()
         scales = {}
         if isinstance(out.get('v'), dict) and out['v'] and 'a' in out:
-            cos = {s: F.interpolate(torch.einsum('bdhw,bd->bhw', v.float(), out['a'].float())[:, None], size=S,
-                                    mode='bilinear', align_corners=True)[:, 0] for s, v in out['v'].items()}
-            scales['mmc'] = minmax(torch.stack(list(cos.values())).mean(0))
+            cos = {s: _av_map({'v': {s: v}, 'a': out['a']}, S) for s, v in out['v'].items()}   # the model's own map rule
+            scales['mmc'] = minmax(_av_map(out, S))
             scales.update({int(s): minmax(c) for s, c in cos.items()})
         probs = torch.sigmoid(out['cls_logits'].float()) if 'cls_logits' in out else None
         res = []
