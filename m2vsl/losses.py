@@ -7,21 +7,22 @@ from __future__ import annotations
 from typing import Callable
 import torch
 import torch.nn.functional as F
+from .model import cosines
 
 # %% auto #0
 __all__ = ['mil_similarity', 'mmc_loss', 'class_loss', 'model_loss']
 
 # %% ../nbs/11_losses.ipynb #b6edd803
 def mil_similarity(
-    v:torch.Tensor,   # (N, D, H, W) L2-normalised visual features of one stage
+    v,                # (N, D, H, W) L2-normalised visual features of one stage (or `model.ProjectedFeatures`)
     a:torch.Tensor,   # (M, D) L2-normalised audio embeddings
 )->torch.Tensor:      # (N, M): max over locations of the cosine
     "Max-pooled audio-visual cosine similarity between every image and every audio."
-    return torch.einsum('ndp,md->nmp', v.flatten(2), a).amax(-1)
+    return cosines(v, a).amax(-1)
 
 # %% ../nbs/11_losses.ipynb #d5a1195d
 def mmc_loss(
-    v:dict|list,            # {stage: (B, D, H, W)} (or a list) of L2-normalised visual features
+    v:dict|list,            # {stage: (B, D, H, W) or ProjectedFeatures} (or a list) of L2-normalised visual features
     a:torch.Tensor,         # (B, D) L2-normalised audio embeddings
     tau:float=0.03,         # temperature
     gather:Callable|None=None,  # all-gather with gradient along dim 0 (global negatives); None = local batch

@@ -11,11 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from torch.nn.attention import sdpa_kernel, SDPBackend
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STAGE_CH', 'ModelConfig', 'variant', 'resnet18', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL',
-           'n_params', 'minmax', 'av_map', 'class_maps', 'localization_map', 'source_maps']
+__all__ = ['VARIANTS', 'STAGE_CH', 'ModelConfig', 'variant', 'resnet18', 'ProjectedFeatures', 'dense', 'cosines', 'paired_cosine',
+           'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'minmax', 'av_map', 'class_maps',
+           'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -28,7 +30,8 @@ class ModelConfig:
     mmt_grid:int=5                 # patch tokens per side: P = mmt_grid**2
     mmt_depth:int=3                # self-attention layers in the MMT (0 = none)
     mmt_heads:int=8                # attention heads
-    mmt_mlp_ratio:float=2.0        # width of the MMT's feed-forward layers, × D
+    mmt_dim:int|None=None          # width of the MMT's tokens (None: D, the paper's; tokens enter through a D→width map)
+    mmt_mlp_ratio:float=2.0        # width of the MMT's feed-forward layers, × the token width
     cls_weight:float=1.0           # weight of the class loss (0 = no class tokens: self-supervised)
     tau:float=0.03                 # temperature of the contrastive loss (EZ-VSL's; the paper gives none)
     cls_tau:float=0.1              # temperature of the class-token/patch similarities
@@ -78,14 +81,61 @@ def resnet18(pretrained:bool=False, in_ch:int=3)->nn.Module:
 
 STAGE_CH = {1: 64, 2: 128, 3: 256, 4: 512}
 
+class ProjectedFeatures:
+    """`normalize(W x + b)` over channels (a stage's 1×1 projection to D, L2-normalised), kept in the stage's C + 1
+    channels: with x' = [x; 1] and W' = [W b], ‖W'x'‖² = x'ᵀ(W'ᵀW')x' and ⟨W'x', a⟩/‖W'x'‖ = (x'/‖W'x'‖)ᵀ(W'ᵀa),
+    so cosines, pooling and the dense `(B, D, H, W)` tensor are exact without D numbers per location."""
+    def __init__(self,
+                 x:torch.Tensor,       # (B, C, H, W) stage output
+                 weight:torch.Tensor,  # (D, C) projection
+                 bias:torch.Tensor):   # (D,)
+        B, C, H, W = x.shape
+        self.shape = (B, weight.shape[0], H, W)
+        self.wb = torch.cat([weight, bias[:, None]], 1)                       # W' (D, C+1)
+        with torch.autocast(x.device.type, enabled=False):                   # the norm in fp32
+            xt = torch.cat([x.permute(0, 2, 3, 1).float(), x.new_ones(B, H, W, 1, dtype=torch.float32)], -1)
+            wb = self.wb.float()
+            q = ((xt @ (wb.T @ wb))*xt).sum(-1, keepdim=True)                # ‖W'x'‖² per location
+            self.xn = xt*q.clamp_min(1e-24).rsqrt()                           # x'/max(‖W'x'‖, 1e-12): F.normalize's eps
+    def sim(self, a:torch.Tensor)->torch.Tensor:
+        "`(B, M, H·W)`: cosine of every location of every image with every audio embedding `a` `(M, D)`."
+        return (self.xn.flatten(1, 2) @ (a @ self.wb).T).transpose(1, 2)
+    def paired(self, a:torch.Tensor)->torch.Tensor:
+        "`(B, H, W)`: cosine of every location with the image's own audio embedding `a` `(B, D)`."
+        return torch.einsum('bhwc,bc->bhw', self.xn, a @ self.wb)
+    def pool(self, g:int)->torch.Tensor:
+        "`(B, D, g, g)`: the normalised features average-pooled to a g×g grid (pooling commutes with W')."
+        p = F.adaptive_avg_pool2d(self.xn.permute(0, 3, 1, 2), g)
+        return torch.einsum('bchw,dc->bdhw', p, self.wb)
+    def dense(self)->torch.Tensor:
+        "`(B, D, H, W)`: the normalised projected features themselves."
+        return (self.xn @ self.wb.T).permute(0, 3, 1, 2)
+
+def dense(v)->torch.Tensor:
+    "A stage's `(B, D, H, W)` features, whether held as `ProjectedFeatures` or as a tensor."
+    return v.dense() if isinstance(v, ProjectedFeatures) else v
+
+def cosines(v, a:torch.Tensor)->torch.Tensor:
+    "`(N, M, H·W)` cosine of every location of every image (features `v`) with every audio `a` `(M, D)`."
+    return v.sim(a) if isinstance(v, ProjectedFeatures) else torch.einsum('ndp,md->nmp', v.flatten(2), a)
+
+def paired_cosine(v, a:torch.Tensor)->torch.Tensor:
+    "`(B, H, W)` cosine of every location with the image's own audio `a` `(B, D)`."
+    return v.paired(a) if isinstance(v, ProjectedFeatures) else torch.einsum('bdhw,bd->bhw', v, a)
+
+def pool(v, g:int)->torch.Tensor:
+    "`(B, D, g, g)` features average-pooled to a g×g grid."
+    return v.pool(g) if isinstance(v, ProjectedFeatures) else F.adaptive_avg_pool2d(v, g)
+
 class VisualEncoder(nn.Module):
-    "ResNet18 → `{stage: (B, D, H_s, W_s)}` L2-normalised projected features for the requested stages."
-    def __init__(self, dim:int=512, stages:tuple=(1, 2, 3, 4), pretrained:bool=False):
+    """ResNet18 → `{stage: (B, D, H_s, W_s)}` L2-normalised projected features; with `lazy`, the stages with at most
+    D/4 channels come as `ProjectedFeatures` (cheaper there; measured in `bench/`)."""
+    def __init__(self, dim:int=512, stages:tuple=(1, 2, 3, 4), pretrained:bool=False, lazy:bool=False):
         super().__init__()
         r = resnet18(pretrained)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.layers = nn.ModuleList([r.layer1, r.layer2, r.layer3, r.layer4])
-        self.stages = tuple(sorted(stages))
+        self.stages, self.lazy = tuple(sorted(stages)), lazy
         self.proj = nn.ModuleDict({str(s): nn.Conv2d(STAGE_CH[s], dim, 1) for s in self.stages})
 
     def forward(self, x:torch.Tensor)->dict:
@@ -93,7 +143,10 @@ class VisualEncoder(nn.Module):
         for s, layer in enumerate(self.layers, 1):
             if s > max(self.stages): break
             x = layer(x)
-            if s in self.stages: out[s] = F.normalize(self.proj[str(s)](x).float(), dim=1)
+            if s not in self.stages: continue
+            p = self.proj[str(s)]
+            out[s] = (ProjectedFeatures(x, p.weight[:, :, 0, 0], p.bias) if self.lazy and 4*x.shape[1] <= p.out_channels
+                      else F.normalize(p(x).float(), dim=1))
         return out
 
 # %% ../nbs/10_model.ipynb #34f962f7
@@ -113,21 +166,25 @@ class AudioEncoder(nn.Module):
 class MMT(nn.Module):
     "Self-attention over [P audio-gated patch tokens; C class tokens] → class logits `(B,C)` and maps `(B,C,g,g)`."
     def __init__(self, num_classes:int, dim:int=512, depth:int=3, heads:int=8, grid:int=5, mlp_ratio:float=2.0,
-                 cls_tau:float=0.1):
+                 cls_tau:float=0.1, width:int|None=None):
         super().__init__()
-        self.grid, self.cls_tau = grid, cls_tau
+        self.grid, self.cls_tau, w = grid, cls_tau, width or dim
         self.tok_norm = nn.LayerNorm(dim)
-        self.pos = nn.Parameter(torch.zeros(1, grid*grid, dim))
-        self.cls_tokens = nn.Parameter(torch.randn(1, num_classes, dim)*0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, int(dim*mlp_ratio), dropout=0.0, batch_first=True,
+        self.tok_in = nn.Linear(dim, w) if w != dim else nn.Identity()
+        self.pos = nn.Parameter(torch.zeros(1, grid*grid, w))
+        self.cls_tokens = nn.Parameter(torch.randn(1, num_classes, w)*0.02)
+        layer = nn.TransformerEncoderLayer(w, heads, int(w*mlp_ratio), dropout=0.0, batch_first=True,
                                            norm_first=True, activation='gelu')
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth > 0 else None
 
     def forward(self, vis:torch.Tensor, aud:torch.Tensor)->tuple:
         "vis `(B, D, g, g)` pooled visual features, aud `(B, D)` → (logits `(B,C)`, class maps `(B,C,g,g)`)."
         f = rearrange(vis, 'b d h w -> b (h w) d')
-        x = torch.cat([self.tok_norm(f*aud[:, None]) + self.pos, self.cls_tokens.expand(len(f), -1, -1)], 1)
-        if self.blocks is not None: x = self.blocks(x)
+        x = torch.cat([self.tok_in(self.tok_norm(f*aud[:, None])) + self.pos, self.cls_tokens.expand(len(f), -1, -1)], 1)
+        if self.blocks is not None:
+            if x.device.type == 'cpu':   # 35-token sequences: the math kernel is faster than CPU flash attention
+                with sdpa_kernel(SDPBackend.MATH): x = self.blocks(x)
+            else: x = self.blocks(x)
         P = self.grid*self.grid
         patches, cls = F.normalize(x[:, :P].float(), dim=-1), F.normalize(x[:, P:].float(), dim=-1)
         s = torch.einsum('bcd,bpd->bcp', cls, patches)/self.cls_tau
@@ -142,11 +199,14 @@ class M2VSL(nn.Module):
         if not cfg.mmc_stages and not cfg.has_classes:
             raise ValueError("a model needs a training signal: set mmc_stages (contrastive) or cls_weight > 0 (labels)")
         tok = cfg.token_stages if cfg.has_classes else ()
-        self.visual = VisualEncoder(cfg.dim, tuple(sorted(set(cfg.mmc_stages) | set(tok))), cfg.pretrained)
+        self.visual = VisualEncoder(cfg.dim, tuple(sorted(set(cfg.mmc_stages) | set(tok))), cfg.pretrained, lazy=True)
         self.audio = AudioEncoder(cfg.dim)
         self.mmt = MMT(cfg.num_classes, cfg.dim, cfg.mmt_depth, cfg.mmt_heads, cfg.mmt_grid, cfg.mmt_mlp_ratio,
-                       cfg.cls_tau) if cfg.has_classes else None
-        if cfg.channels_last: self.to(memory_format=torch.channels_last)
+                       cfg.cls_tau, cfg.mmt_dim) if cfg.has_classes else None
+        if cfg.channels_last:
+            self.to(memory_format=torch.channels_last)
+            for p in self.visual.proj.values():   # 1×1 kernels are read as (D, C) matrices: plain strides
+                p.weight.data = p.weight.data.clone(memory_format=torch.contiguous_format)
 
     def forward(self, batch:dict)->dict:
         img, spec = batch['image'], batch['audio']
@@ -156,7 +216,7 @@ class M2VSL(nn.Module):
         out = dict(v={s: feats[s] for s in self.cfg.mmc_stages}, a=a)
         if self.mmt is not None:
             g = self.cfg.mmt_grid
-            tokens = torch.stack([F.adaptive_avg_pool2d(feats[s], g) for s in self.cfg.token_stages]).mean(0)
+            tokens = torch.stack([pool(feats[s], g) for s in self.cfg.token_stages]).mean(0)
             out['cls_logits'], out['class_maps'] = self.mmt(tokens, a)
         return out
 
@@ -175,7 +235,7 @@ def minmax(m:torch.Tensor, eps:float=1e-12)->torch.Tensor:
 def av_map(out:dict, size)->torch.Tensor|None:
     "`(B, H, W)` MMC map: the audio-visual cosine of each contrastive stage, upsampled and averaged (None if no MMC)."
     if not out['v']: return None
-    maps = [_up(torch.einsum('bdhw,bd->bhw', v, out['a'])[:, None], size) for v in out['v'].values()]
+    maps = [_up(paired_cosine(v, out['a'])[:, None], size) for v in out['v'].values()]
     return torch.cat(maps, 1).mean(1)
 
 def class_maps(out:dict, size)->torch.Tensor|None:

@@ -16,6 +16,8 @@ from m2vsl.evaluate import evaluate, model_from_checkpoint, untrained, CentrePri
 HERE = Path(__file__).parent
 REPO = HERE.parent
 TINY = dict(dim=32, num_classes=3, mmt_heads=4)
+# D = 256 makes stage 1 (64 channels) a `ProjectedFeatures` (the multi-scale fast path) in the DDP test
+DDP_MODEL = dict(TINY, dim=256, mmt_dim=32)
 
 
 class ToyAV(Dataset):
@@ -56,7 +58,7 @@ def _ddp_worker(rank, world, port, out):
     torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
     try:
         seed_all(0)
-        model, method, cfg = methods.build('m2vsl', **TINY)
+        model, method, cfg = methods.build('m2vsl', **DDP_MODEL)
         set_train_mode(model, True, freeze_bn=True)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         batch = default_collate([ToyAV(8)[i] for i in range(8)])
@@ -78,7 +80,7 @@ def _run_ddp(out):
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
     seed_all(0)
-    model, method, cfg = methods.build('m2vsl', **TINY)
+    model, method, cfg = methods.build('m2vsl', **DDP_MODEL)
     set_train_mode(model, True, freeze_bn=True)
     batch = default_collate([ToyAV(8)[i] for i in range(8)])
     loss1 = _grad_step(model, method, cfg, batch, None)
