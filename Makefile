@@ -49,12 +49,14 @@ test: setup sync-check wheel-check
 reproduce: setup
 	bash tools/reproduce.sh
 
-## bench: the benchmark scripts that exist so far (metrics, data loader, inference); each prints JSON
+## bench: the benchmark suite (train step of every method, data loader, inference, metrics) -> bench/out/bench.{json,md}
 bench: setup
 	mkdir -p bench/out
+	python bench/bench_train.py --out bench/out/train.json
+	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out bench/out/loader.json
+	python bench/bench_inference.py --out bench/out/inference.json
 	python bench/bench_metrics.py --out bench/out/metrics.json
-	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 | tee bench/out/loader.json
-	python bench/bench_inference.py | tee bench/out/inference.json
+	python bench/report.py
 
 ## readme: README.md from nbs/index.ipynb
 readme: setup

@@ -4,10 +4,12 @@ fp32 and bf16 autocast, channels_last as the model config has it; median of seve
 Also end to end (`Localizer.localize_batch` from in-memory image arrays and waveforms: transforms, audio front end,
 model, maps resized to the original 320x240 frame). Prints JSON.
 
-    python bench/bench_inference.py                       # CPU, full-size model (dim 512, 221 classes)
+    python bench/bench_inference.py                       # CPU, the CPU profile's model (dim 512, mmt_dim 128, 10 classes)
+    python bench/bench_inference.py --num-classes 221 --mmt-dim 0   # the paper's width with VGGSound's classes
     python bench/bench_inference.py --device cuda --batches 1 32 --runs 20
 """
-import argparse, json, os, platform, statistics, time
+import argparse, inspect, json, os, platform, resource, statistics, time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,16 +44,18 @@ def main(argv=None):
     p.add_argument('--batches', type=int, nargs='+', default=[1, 32])
     p.add_argument('--amps', nargs='+', default=['none', 'bf16'])
     p.add_argument('--dim', type=int, default=512)
-    p.add_argument('--num-classes', type=int, default=221)
+    p.add_argument('--num-classes', type=int, default=10, help='class tokens (the embedded benchmark: 10; VGGSound: 221)')
     p.add_argument('--runs', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     p.add_argument('--no-e2e', action='store_true', help='skip the end-to-end localize_batch rows')
+    p.add_argument('--mmt-dim', type=int, default=128, help="MMT width (the CPU profile's 128; 0: D, the paper's)")
+    p.add_argument('--out', default=None, help='write the JSON record here too')
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim)
+    model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
     rows = []
     for S in a.sizes:
@@ -67,7 +71,8 @@ def main(argv=None):
                         return method.single_map(out, (S, S), mcfg)
                 med, ts = timeit(step, dev, a.warmup, a.runs)
                 rows.append(dict(kind='model+map', size=S, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
-                                 fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2), runs=a.runs))
+                                 fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2),
+                                 ms_max=round(1e3*max(ts), 2), runs=a.runs))
                 print(json.dumps(rows[-1]), flush=True)
                 if not a.no_e2e:
                     rng = np.random.default_rng(0)
@@ -77,13 +82,17 @@ def main(argv=None):
                     med, ts = timeit(lambda: loc.localize_batch(ims, auds, batch_size=B, class_maps=False), dev, 1, max(2, a.runs//2))
                     rows.append(dict(kind='localize_batch e2e (320x240 frames)', size=S, audio=list(acfg.shape), batch=B, amp=amp,
                                      channels_last=mcfg.channels_last, fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2),
-                                     ms_min=round(1e3*min(ts), 2), runs=max(2, a.runs//2)))
+                                     ms_min=round(1e3*min(ts), 2), ms_max=round(1e3*max(ts), 2), runs=max(2, a.runs//2)))
                     print(json.dumps(rows[-1]), flush=True)
     info = dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
                 cpu=platform.processor() or platform.machine(), torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
-                torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, channels_last=mcfg.channels_last),
-                warmup=a.warmup)
-    print(json.dumps({'bench': 'inference', **info, 'results': rows}, indent=1))
+                torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, mmt_dim=mcfg.mmt_dim,
+                                                    channels_last=mcfg.channels_last),
+                warmup=a.warmup, default_amp=inspect.signature(Localizer).parameters['amp'].default,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)
+    rec = json.dumps({'bench': 'inference', **info, 'results': rows}, indent=1)
+    print(rec)
+    if a.out: Path(a.out).write_text(rec + '\n')
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@
 Without --root it writes N synthetic clips shaped like prepared VGGSound data (640×360 JPEG frames, 10 s mono
 22,050 Hz 16-bit wavs) to a temporary folder. Prints one JSON object.
 """
-import argparse, json, os, platform, tempfile, time
+import argparse, json, os, platform, resource, statistics, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,8 @@ def main():
     ap.add_argument('--n', type=int, default=96, help='synthetic clips')
     ap.add_argument('--batch', type=int, default=16)
     ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--runs', type=int, default=3, help='timed passes per worker count (median, min, max)')
+    ap.add_argument('--out', default=None, help='write the JSON record here too')
     ap.add_argument('--root', default=None)
     ap.add_argument('--split', default='train', help="'train' (random crop + flip) or 'test' (squash)")
     a = ap.parse_args()
@@ -66,8 +68,13 @@ def main():
         res = {'image_size': a.size, 'audio_cfg': vars(acfg), 'audio_shape': list(x['audio'].shape),
                'image_shape': list(x['image'].shape), 'clips': len(ds), 'batch': a.batch, 'split': a.split,
                'cpus': os.cpu_count(), 'load_avg_1m': round(os.getloadavg()[0], 2), 'torch_threads_main': torch.get_num_threads(), 'machine': platform.processor() or platform.machine(),
-               'clips_per_s': {str(w): round(measure(ds, w, a.batch), 1) for w in a.workers}}
+               'runs': a.runs}
+        runs = {str(w): [measure(ds, w, a.batch) for _ in range(a.runs)] for w in a.workers}
+        res['clips_per_s'] = {w: round(statistics.median(v), 1) for w, v in runs.items()}
+        res['clips_per_s_range'] = {w: [round(min(v), 1), round(max(v), 1)] for w, v in runs.items()}
+        res['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
     print(json.dumps(res))
+    if a.out: Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
 
 
 if __name__ == '__main__': main()

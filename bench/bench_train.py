@@ -1,0 +1,151 @@
+"""Training-step cost of every method side by side (issue 9): seconds per step and samples/s at equal batch and
+resolution, forward + loss + backward + Adam step on in-memory tensors (the data loader is `bench_loader.py`).
+
+Two sizes: the default CPU profile's (96 px, 65x76 spectrogram, `profiles/cpu.yaml`'s model settings) and the
+paper's (224 px, 257x300). Within one size every model is built first and the timed steps are interleaved
+(method 1, method 2, ..., method 1, ...), so a slow patch of the machine hits all of them alike; each figure is the
+median of `--runs` steps after `--warmup` steps, with min and max. Extra rows switch one fast path at a time for
+M2VSL and EZ-VSL: fp32 instead of bf16 autocast, channels_last off, torch.compile on (its compile time is reported).
+Prints and writes one JSON record.
+
+    python bench/bench_train.py --out bench/out/train.json                 # everything (about 15 min on 2 cores)
+    python bench/bench_train.py --sizes 96 --methods m2vsl ezvsl --no-extras   # the headline ratio only
+"""
+import argparse, json, os, platform, resource, statistics, sys, time
+from pathlib import Path
+
+import torch
+import yaml
+
+import m2vsl.methods as methods
+from m2vsl.train import autocast
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {   # image px -> (spectrogram F, T, profile whose model settings apply)
+    96: (65, 76, 'cpu'),
+    224: (257, 300, 'paper'),
+}
+ALL = ['ezvsl', 'm2vsl', 'mmc_only', 'mmt_only', 'neither', 'attention10k', 'ots', 'lvs', 'cam']
+
+
+def profile_model(name:str)->dict:
+    "The `model:` overrides of a profile (applied to every method whose config has the field, as the pipeline does)."
+    return dict(yaml.safe_load((ROOT/'profiles'/f'{name}.yaml').read_text()).get('model') or {})
+
+
+def build(method:str, model_kw:dict, num_classes:int, channels_last:bool=True):
+    m, meth, cfg = methods.build(method)   # defaults, to learn the config's fields
+    fields = set(type(cfg).__dataclass_fields__)
+    kw = {k: v for k, v in {**model_kw, 'num_classes': num_classes, 'channels_last': channels_last,
+                            'pretrained': False}.items() if k in fields}
+    m, meth, cfg = methods.build(method, **kw)
+    return m, meth, cfg
+
+
+class Runner:
+    "One model, its optimizer and a fixed batch; `step()` is one training step."
+    def __init__(self, label, method, model_kw, num_classes, batch, amp='bf16', channels_last=True, compile=False):
+        self.label, self.method, self.amp = label, method, amp
+        self.model, self.meth, self.cfg = build(method, model_kw, num_classes, channels_last)
+        self.model.train()
+        self.opt = torch.optim.Adam(self.model.parameters(), 1e-4)
+        self.batch, self.compile_s = batch, None
+        self.fwd = self.model
+        if compile:
+            self.fwd = torch.compile(self.model)
+            t = time.perf_counter(); self.step(); self.compile_s = time.perf_counter() - t
+        self.times = []
+
+    def step(self):
+        with autocast(self.amp, torch.device('cpu')):
+            out = self.fwd(self.batch)
+            loss, _ = self.meth.loss(out, self.batch, self.cfg)
+        self.opt.zero_grad(set_to_none=True); loss.backward(); self.opt.step()
+
+    def timed(self):
+        t = time.perf_counter(); self.step(); self.times.append(time.perf_counter() - t)
+
+
+def make_batch(B:int, size:int, F:int, T:int, C:int, seed:int=0)->dict:
+    g = torch.Generator().manual_seed(seed)
+    return dict(image=torch.randn(B, 3, size, size, generator=g), audio=torch.randn(B, 1, F, T, generator=g),
+                labels=(torch.rand(B, C, generator=g) < 2/C).float())
+
+
+def run_size(size:int, a)->list:
+    F, T, prof = SIZES[size]
+    model_kw = profile_model(prof)
+    C = a.num_classes
+    batch = make_batch(a.batch, size, F, T, C)
+    specs = [dict(label=m, method=m) for m in a.methods]
+    if not a.no_extras:
+        for m in ('m2vsl', 'ezvsl'):
+            if m not in a.methods: continue
+            specs += [dict(label=f'{m} fp32', method=m, amp='none'),
+                      dict(label=f'{m} channels_last off', method=m, channels_last=False)]
+            if a.compile: specs.append(dict(label=f'{m} torch.compile', method=m, compile=True))
+        if 'm2vsl' in a.methods and size == 224 and a.classes_221:
+            specs.append(dict(label='m2vsl 221 classes', method='m2vsl', num_classes=221))
+        if 'm2vsl' in a.methods and model_kw.get('mmt_dim'):
+            specs.append(dict(label='m2vsl mmt_dim=D', method='m2vsl', model_kw={**model_kw, 'mmt_dim': None}))
+    runners = []
+    for s in specs:
+        nc = s.pop('num_classes', C)
+        b = batch if nc == C else make_batch(a.batch, size, F, T, nc)
+        kw = s.pop('model_kw', model_kw)
+        print(f'[{size} px] building {s["label"]}', file=sys.stderr, flush=True)
+        runners.append(Runner(model_kw=kw, num_classes=nc, batch=b, **s))
+    for _ in range(a.warmup):
+        for r in runners: r.step()
+    for i in range(a.runs):
+        for r in runners: r.timed()
+        print(f'[{size} px] round {i + 1}/{a.runs}', file=sys.stderr, flush=True)
+    rows = []
+    base = {r.label: statistics.median(r.times) for r in runners}
+    for r in runners:
+        med = statistics.median(r.times)
+        ref = 'ezvsl' if not r.label.startswith('m2vsl ') and not r.label.startswith('ezvsl ') else r.label.split()[0]
+        row = dict(size=size, spectrogram=f'{F}x{T}', batch=a.batch, label=r.label, method=r.method, amp=r.amp,
+                   step_s_median=med, step_s_min=min(r.times), step_s_max=max(r.times), samples_per_s=a.batch/med,
+                   ratio_to_ezvsl=med/base['ezvsl'] if 'ezvsl' in base else None,
+                   compile_s=r.compile_s, runs=len(r.times),
+                   model_config={k: v for k, v in r.cfg.to_dict().items()} if hasattr(r.cfg, 'to_dict') else None)
+        if r.label.endswith((' fp32', ' channels_last off', ' torch.compile')) and r.label.split()[0] in base:
+            row['speed_vs_default'] = base[r.label.split()[0]]/med   # >1: this variant is faster than the default
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sizes', type=int, nargs='+', default=[96, 224])
+    p.add_argument('--methods', nargs='+', default=ALL)
+    p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--num-classes', type=int, default=10, help='class tokens (the embedded benchmark has 10)')
+    p.add_argument('--runs', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    p.add_argument('--no-extras', action='store_true', help='skip the fp32 / channels_last / compile / width rows')
+    p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument('--classes-221', action=argparse.BooleanOptionalAction, default=True,
+                   help='also time M2VSL with VGGSound\'s 221 class tokens at 224 px')
+    p.add_argument('--out', default=None)
+    a = p.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    if 'ezvsl' in a.methods: a.methods = ['ezvsl'] + [m for m in a.methods if m != 'ezvsl']
+    t0 = time.time()
+    rows = [r for s in a.sizes for r in run_size(s, a)]
+    rec = dict(bench='train_step', rows=rows, machine=dict(
+        platform=platform.platform(), processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+        torch=torch.__version__, threads=torch.get_num_threads()),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, wall_s=time.time() - t0,
+        protocol=f'median of {a.runs} interleaved steps after {a.warmup} warm-up steps; random in-memory batch')
+    js = json.dumps(rec, indent=1)
+    print(js)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(js + '\n')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,102 @@
+"""Collect the benchmark records in bench/out/ into one JSON (bench/out/bench.json) and a markdown report
+(bench/out/bench.md, shown in README.md). Reads: train.json, loader.json, inference.json, metrics.json; any missing
+record is reported as missing, nothing is filled in. The issue-9 targets are computed from the measured figures
+(they are reported, not asserted: benchmarks measure).
+
+    python bench/report.py            # after `make bench`
+"""
+import json, sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent/'out'
+
+
+def load(name):
+    p = OUT/f'{name}.json'
+    if not p.exists(): return None
+    txt = p.read_text()
+    return json.loads(txt[txt.index('{'):])   # the loader/inference scripts print progress lines first
+
+
+def f(x, nd=2): return '–' if x is None else f'{x:.{nd}f}'
+
+
+def train_table(tr):
+    lines = ['| size | method / variant | step (s), median [min, max] | samples/s | × EZ-VSL step | × default speed |',
+             '|---|---|---|---|---|---|']
+    for r in tr['rows']:
+        lines.append(f"| {r['size']} px, {r['spectrogram']} | {r['label']} | {f(r['step_s_median'], 3)} "
+                     f"[{f(r['step_s_min'], 3)}, {f(r['step_s_max'], 3)}] | {f(r['samples_per_s'], 1)} | "
+                     f"{f(r.get('ratio_to_ezvsl'))} | {f(r.get('speed_vs_default'))}"
+                     + (f" (compile {r['compile_s']:.0f} s)" if r.get('compile_s') else '') + ' |')
+    return lines
+
+
+def main():
+    tr, lo, inf, me = (load(n) for n in ('train', 'loader', 'inference', 'metrics'))
+    md, targets = ['# Benchmarks', ''], {}
+    machine = None
+    if tr:
+        m = tr['machine']
+        machine = f"{m['processor']}, {m['cpus']} CPUs, torch {m['torch']} ({m['threads']} threads), {m['platform']}"
+        md += [f'Machine: {machine}.', '', '## Training step (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
+        md += train_table(tr)
+        md += ['', f"Peak RSS of the training benchmark: {tr['peak_rss_mb']:.0f} MB.", '']
+        for size in sorted({r['size'] for r in tr['rows']}):
+            rows = {r['label']: r for r in tr['rows'] if r['size'] == size}
+            if 'm2vsl' in rows and 'ezvsl' in rows:
+                targets[f'm2vsl_step_over_ezvsl_{size}px'] = dict(value=rows['m2vsl']['ratio_to_ezvsl'], target='<= 1.15',
+                                                                   met=rows['m2vsl']['ratio_to_ezvsl'] <= 1.15)
+    else: md += ['Training benchmark: no record (run `python bench/bench_train.py --out bench/out/train.json`).', '']
+    if lo:
+        md += ['## Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
+               f"wav) → {lo['image_size']} px, {lo['audio_shape']} spectrogram, batch {lo['batch']}; "
+               f"median of {lo.get('runs', 1)} passes after a warm-up.", '',
+               '| workers | clips/s, median [min, max] |', '|---|---|']
+        for w, v in lo['clips_per_s'].items():
+            mm = lo.get('clips_per_s_range', {}).get(w)
+            md.append(f"| {w} | {v:.1f}" + (f" [{mm[0]:.1f}, {mm[1]:.1f}]" if mm else '') + ' |')
+        md += ['', f"Peak RSS: {lo['peak_rss_mb']:.0f} MB." if 'peak_rss_mb' in lo else '', '']
+        if tr:
+            consume = next((r['samples_per_s'] for r in tr['rows'] if r['label'] == 'm2vsl' and r['size'] == lo['image_size']), None)
+            if consume:
+                for w in ('1', '2'):
+                    if w in lo['clips_per_s']:
+                        ratio = lo['clips_per_s'][w]/consume
+                        targets[f'loader_{w}_workers_over_m2vsl_train_{lo["image_size"]}px'] = dict(
+                            value=ratio, target='>= 3', met=ratio >= 3)
+    else: md += ['Data loader: no record.', '']
+    if inf:
+        md += ['## Inference (M2VSL, model + fused map)', '',
+               f"dim {inf['model']['dim']}, {inf['model']['num_classes']} classes"
+               + (f", mmt_dim {inf['model'].get('mmt_dim')}" if inf['model'].get('mmt_dim') else '')
+               + f"; {inf['device']}, {inf['torch_threads']} threads.", '',
+               '| kind | size | batch | amp | frames/s | ms per batch, median [min, max] |', '|---|---|---|---|---|---|']
+        for r in inf['results']:
+            md.append(f"| {r['kind']} | {r['size']} | {r['batch']} | {r['amp']} | {r['fps']:.1f} | {r['ms_per_batch']:.1f} "
+                      f"[{r['ms_min']:.1f}, {r.get('ms_max', float('nan')):.1f}] |")
+        md += ['', f"Peak RSS: {inf['peak_rss_mb']:.0f} MB." if 'peak_rss_mb' in inf else '', '']
+        best = [r for r in inf['results'] if r['kind'] == 'model+map' and r['size'] == 224 and r['batch'] > 1]
+        if best:
+            d = [r for r in best if r['amp'] == inf.get('default_amp', 'none')] or best
+            targets['inference_224px_batched_fps'] = dict(value=max(r['fps'] for r in d), target='>= 60',
+                                                          met=max(r['fps'] for r in d) >= 60,
+                                                          amp=d[0]['amp'])
+    else: md += ['Inference: no record.', '']
+    if me:
+        md += ['## Metrics', '', f"All single-source metrics on {me['n_maps']} maps of {me['map_size'][0]}×{me['map_size'][1]} px: "
+               f"{me['seconds_median']:.1f} s median of {me['runs']} ({me['maps_per_second']:.0f} maps/s)"
+               + (f", min {min(me['seconds_all']):.1f}, max {max(me['seconds_all']):.1f}" if me.get('seconds_all') else '') + '.', '']
+    else: md += ['Metrics: no record.', '']
+    if targets:
+        md += ['## Issue 9 targets (computed from the figures above)', '', '| target | measured | goal | met |', '|---|---|---|---|']
+        for k, v in targets.items(): md.append(f"| {k} | {v['value']:.2f} | {v['target']} | {'yes' if v['met'] else 'no'} |")
+        md.append('')
+    (OUT/'bench.md').write_text('\n'.join(md) + '\n')
+    (OUT/'bench.json').write_text(json.dumps(dict(train=tr, loader=lo, inference=inf, metrics=me, targets=targets,
+                                                  machine=machine), indent=1) + '\n')
+    print('\n'.join(md))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
