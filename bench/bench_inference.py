@@ -20,9 +20,9 @@ from m2vsl.vision import ImageConfig
 from m2vsl.inference import Localizer
 from m2vsl.train import autocast
 
-PROFILES = {   # image size -> audio front end
-    224: dict(sample_rate=22050, seconds=3.0, n_fft=512, win_length=512, hop_length=221),
-    96: dict(sample_rate=11025, seconds=3.0, n_fft=128, win_length=128, hop_length=441),
+AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)
+    'paper': dict(sample_rate=22050, seconds=3.0, n_fft=512, win_length=512, hop_length=221),
+    'cpu': dict(sample_rate=11025, seconds=3.0, n_fft=128, win_length=128, hop_length=441),
 }
 
 
@@ -40,7 +40,8 @@ def timeit(fn, dev, warmup, runs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--sizes', type=int, nargs='+', default=[224, 96])
+    p.add_argument('--configs', nargs='+', default=['224:paper', '224:cpu', '96:cpu'],
+                   help='image px:audio front end (paper = 257x300 spectrogram, cpu = the CPU profile\'s 65x76)')
     p.add_argument('--batches', type=int, nargs='+', default=[1, 32])
     p.add_argument('--amps', nargs='+', default=['none', 'bf16'])
     p.add_argument('--dim', type=int, default=512)
@@ -58,8 +59,9 @@ def main(argv=None):
     model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
     rows = []
-    for S in a.sizes:
-        acfg = AudioConfig(**PROFILES.get(S, PROFILES[224]))
+    for conf in a.configs:
+        S, aname = int(conf.split(':')[0]), conf.split(':')[1]
+        acfg = AudioConfig(**AUDIO[aname])
         loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev)
         for B in a.batches:
             g = torch.Generator().manual_seed(0)
@@ -70,7 +72,7 @@ def main(argv=None):
                         out = model(batch)
                         return method.single_map(out, (S, S), mcfg)
                 med, ts = timeit(step, dev, a.warmup, a.runs)
-                rows.append(dict(kind='model+map', size=S, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
+                rows.append(dict(kind='model+map', size=S, audio_frontend=aname, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
                                  fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2),
                                  ms_max=round(1e3*max(ts), 2), runs=a.runs))
                 print(json.dumps(rows[-1]), flush=True)
@@ -80,7 +82,7 @@ def main(argv=None):
                     auds = [(rng.uniform(-.5, .5, int(acfg.sample_rate*4)).astype(np.float32), acfg.sample_rate) for _ in range(B)]
                     loc.amp = amp
                     med, ts = timeit(lambda: loc.localize_batch(ims, auds, batch_size=B, class_maps=False), dev, 1, max(2, a.runs//2))
-                    rows.append(dict(kind='localize_batch e2e (320x240 frames)', size=S, audio=list(acfg.shape), batch=B, amp=amp,
+                    rows.append(dict(kind='localize_batch e2e (320x240 frames)', size=S, audio_frontend=aname, audio=list(acfg.shape), batch=B, amp=amp,
                                      channels_last=mcfg.channels_last, fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2),
                                      ms_min=round(1e3*min(ts), 2), ms_max=round(1e3*max(ts), 2), runs=max(2, a.runs//2)))
                     print(json.dumps(rows[-1]), flush=True)

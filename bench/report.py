@@ -39,7 +39,7 @@ def main():
     if tr:
         m = tr['machine']
         machine = f"{m['processor']}, {m['cpus']} CPUs, torch {m['torch']} ({m['threads']} threads), {m['platform']}"
-        md += [f'Machine: {machine}.', '', '## Training step (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
+        md += [f'Machine: {machine}.', '', '### Training step (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
         md += train_table(tr)
         md += ['', f"Peak RSS of the training benchmark: {tr['peak_rss_mb']:.0f} MB.", '']
         for size in sorted({r['size'] for r in tr['rows']}):
@@ -49,7 +49,7 @@ def main():
                                                                    met=rows['m2vsl']['ratio_to_ezvsl'] <= 1.15)
     else: md += ['Training benchmark: no record (run `python bench/bench_train.py --out bench/out/train.json`).', '']
     if lo:
-        md += ['## Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
+        md += ['### Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
                f"wav) → {lo['image_size']} px, {lo['audio_shape']} spectrogram, batch {lo['batch']}; "
                f"median of {lo.get('runs', 1)} passes after a warm-up.", '',
                '| workers | clips/s, median [min, max] |', '|---|---|']
@@ -67,7 +67,7 @@ def main():
                             value=ratio, target='>= 3', met=ratio >= 3)
     else: md += ['Data loader: no record.', '']
     if inf:
-        md += ['## Inference (M2VSL, model + fused map)', '',
+        md += ['### Inference (M2VSL, model + fused map)', '',
                f"dim {inf['model']['dim']}, {inf['model']['num_classes']} classes"
                + (f", mmt_dim {inf['model'].get('mmt_dim')}" if inf['model'].get('mmt_dim') else '')
                + f"; {inf['device']}, {inf['torch_threads']} threads.", '',
@@ -84,16 +84,31 @@ def main():
                                                           amp=d[0]['amp'])
     else: md += ['Inference: no record.', '']
     if me:
-        md += ['## Metrics', '', f"All single-source metrics on {me['n_maps']} maps of {me['map_size'][0]}×{me['map_size'][1]} px: "
+        md += ['### Metrics', '', f"All single-source metrics on {me['n_maps']} maps of {me['map_size'][0]}×{me['map_size'][1]} px: "
                f"{me['seconds_median']:.1f} s median of {me['runs']} ({me['maps_per_second']:.0f} maps/s)"
                + (f", min {min(me['seconds_all']):.1f}, max {max(me['seconds_all']):.1f}" if me.get('seconds_all') else '') + '.', '']
     else: md += ['Metrics: no record.', '']
+    fp = load('fastpaths')
+    if fp:
+        keys = [k for k in fp['rows'][0] if isinstance(fp['rows'][0][k], dict)]
+        cols = [(s, k) for s in keys for k in fp['rows'][0][s]]
+        md += ['### Do the fast defaults change the results?', '',
+               f"M2VSL trained with the `{fp.get('profile')}` profile, then once per fast path switched off (same data and "
+               "seed); the default is also trained with a second seed, whose difference is the run-to-run spread. "
+               "Metrics in % on the single-source test set and AVSBench-S4 (`bench/bench_fastpaths.py`).", '',
+               '| variant | seed | train s | ' + ' | '.join(f'{s} {k}' for s, k in cols) + ' |',
+               '|---|---|---|' + '---|'*len(cols)]
+        for r in fp['rows']:
+            md.append(f"| {r['variant']} | {r['seed']} | {r['train_s']:.0f} | " + ' | '.join(f"{100*r[s][k]:.1f}" for s, k in cols) + ' |')
+        if fp.get('seed_spread'):
+            md.append('| *seed spread of the default* | | | ' + ' | '.join(f"{100*fp['seed_spread'][f'{s}/{k}']:.1f}" for s, k in cols) + ' |')
+        md.append('')
     if targets:
-        md += ['## Issue 9 targets (computed from the figures above)', '', '| target | measured | goal | met |', '|---|---|---|---|']
+        md += ['### Issue 9 targets (computed from the figures above)', '', '| target | measured | goal | met |', '|---|---|---|---|']
         for k, v in targets.items(): md.append(f"| {k} | {v['value']:.2f} | {v['target']} | {'yes' if v['met'] else 'no'} |")
         md.append('')
     (OUT/'bench.md').write_text('\n'.join(md) + '\n')
-    (OUT/'bench.json').write_text(json.dumps(dict(train=tr, loader=lo, inference=inf, metrics=me, targets=targets,
+    (OUT/'bench.json').write_text(json.dumps(dict(train=tr, loader=lo, inference=inf, metrics=me, fastpaths=fp, targets=targets,
                                                   machine=machine), indent=1) + '\n')
     print('\n'.join(md))
 

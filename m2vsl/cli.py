@@ -223,7 +223,8 @@ def _parser()->argparse.ArgumentParser:
     l.add_argument('--alpha', type=float, default=0.5, help='weight of the heat map in the overlay')
     l.add_argument('--batch-size', type=int, default=16)
     l.add_argument('--device', default='cpu')
-    l.add_argument('--amp', default='none', choices=('none', 'bf16', 'fp16'))
+    l.add_argument('--amp', default='auto', choices=('auto', 'none', 'bf16', 'fp16'),
+                   help="autocast: 'auto' = bf16 where the hardware has it, 'none' = fp32")
     l.add_argument('--no-progress', action='store_true')
     return p
 

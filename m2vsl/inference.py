@@ -24,7 +24,7 @@ from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'overlay']
+           'resolve_amp', 'fuse', 'Localizer', 'from_pretrained', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -93,6 +93,14 @@ class Localization:
                           class_maps={str(k): v.tolist() for k, v in self.class_maps.items()})
         return d
 
+def resolve_amp(amp:str, device)->str:
+    "`'auto'` → the fast autocast mode of `device` (bf16 on CPUs with oneDNN bf16 and on bf16 GPUs, else fp16 on CUDA / none)."
+    if amp != 'auto': return amp
+    dev = torch.device(device)
+    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    if dev.type == 'cpu': return 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'none'
+    return 'none'
+
 def fuse(
     av:np.ndarray|torch.Tensor,   # class-agnostic (MMC) map
     cm:np.ndarray|torch.Tensor,   # class-aware (MMT) map
@@ -121,12 +129,12 @@ class Localizer:
         image:ImageConfig,
         class_names:list|None=None,     # index → class name
         device:str|torch.device='cpu',
-        amp:str='none',                 # 'none' | 'bf16' | 'fp16' autocast
+        amp:str='auto',                 # 'auto' (bf16 where the hardware has it) | 'none' | 'bf16' | 'fp16' autocast
         silence:float=1e-4,             # a clip whose peak amplitude is below this is refused as silent
     ):
         self.device = torch.device(device)
         self.model, self.method = model.to(self.device).eval(), method
-        self.audio_cfg, self.image_cfg, self.amp, self.silence = audio, image, amp, silence
+        self.audio_cfg, self.image_cfg, self.amp, self.silence = audio, image, resolve_amp(amp, self.device), silence
         self.front, self.transform = AudioFrontEnd(audio), ImageTransform(image, train=False)
         C = getattr(model.cfg, 'num_classes', 0) if getattr(model.cfg, 'has_classes', False) else 0
         self.class_names = list(class_names) if class_names else [str(i) for i in range(C)]
@@ -231,7 +239,7 @@ class Localizer:
 def from_pretrained(
     path:str|Path,                 # a folder with model.safetensors + config.json, or a training checkpoint (.pt)
     device:str='cpu',
-    amp:str='none',                # autocast mode for inference
+    amp:str='auto',                # autocast mode for inference ('auto': bf16 where the hardware has it)
     class_names:list|None=None,    # override the stored class names
 )->Localizer:
     "A `Localizer` from released weights (safetensors + JSON) or from a verified training checkpoint."
