@@ -17,7 +17,7 @@ from safetensors.torch import save_file, load_file
 import m2vsl.methods as _methods
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
-from .model import minmax, class_maps as _class_maps, av_map as _av_map
+from .model import minmax, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
 from .train import TrainConfig, autocast
 from .evaluate import model_from_checkpoint
 from .data import _classes_file
@@ -106,9 +106,9 @@ def fuse(
     cm:np.ndarray|torch.Tensor,   # class-aware (MMT) map
     w:float=0.5,                  # share of the class-aware map
 ):                                # min–max normalised fusion
-    "The fusion of `localization_map`: minmax((1−w)·minmax(av) + w·minmax(cm))."
+    "`m2vsl.model.fuse` (the fusion of `localization_map`) on arrays or tensors, returned as an array."
     t = lambda x: torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
-    return minmax((1 - w)*minmax(t(av)) + w*minmax(t(cm))).numpy()
+    return _fuse(t(av), t(cm), w).numpy()
 
 def _resize(m:torch.Tensor, hw:tuple)->np.ndarray:
     "`(..., h, w)` → `(..., H, W)` bilinear (align_corners, as the model's own upsampling), clipped to [0, 1]."

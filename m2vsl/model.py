@@ -16,8 +16,8 @@ from einops import rearrange
 
 # %% auto #0
 __all__ = ['VARIANTS', 'STAGE_CH', 'ModelConfig', 'variant', 'resnet18', 'ProjectedFeatures', 'dense', 'cosines', 'paired_cosine',
-           'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'minmax', 'av_map', 'class_maps',
-           'localization_map', 'source_maps']
+           'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'minmax', 'av_map', 'fuse',
+           'class_maps', 'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -238,6 +238,10 @@ def av_map(out:dict, size)->torch.Tensor|None:
     maps = [_up(paired_cosine(v, out['a'])[:, None], size) for v in out['v'].values()]
     return torch.cat(maps, 1).mean(1)
 
+def fuse(av:torch.Tensor, cm:torch.Tensor, w:float=0.5)->torch.Tensor:
+    "The fusion of a class-agnostic (MMC) and a class-aware map: `minmax((1 − w)·minmax(av) + w·minmax(cm))`."
+    return minmax((1 - w)*minmax(av) + w*minmax(cm))
+
 def class_maps(out:dict, size)->torch.Tensor|None:
     "`(B, C, H, W)` class-aware maps of every class, upsampled (None without class tokens)."
     return None if 'class_maps' not in out else _up(out['class_maps'], size)
@@ -254,7 +258,7 @@ def localization_map(
     if classes is None: classes = out['cls_logits'].argmax(-1)
     cm = out['class_maps'][torch.arange(len(classes)), classes.clamp_min(0)][:, None]
     cm = _up(cm, size)[:, 0]
-    return minmax(cm) if av is None else minmax((1 - mmt_weight)*minmax(av) + mmt_weight*minmax(cm))
+    return minmax(cm) if av is None else fuse(av, cm, mmt_weight)
 
 def source_maps(
     out:dict,                 # `M2VSL.forward` output
