@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, default_collate
 
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, ImageError, read_image, read_mask
+from .metrics import corrupt_boxes
 
 # %% auto #0
 __all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_rows', 'read_ids', 'corrupt_box',
@@ -48,7 +49,7 @@ def read_ids(path:str|Path)->list[str]:
 def corrupt_box(b)->bool:
     "Whether a normalised x1y1x2y2 box has a non-finite coordinate or one outside [0, 1]."
     b = np.asarray(b, dtype=np.float64)
-    return b.shape != (4,) or not np.isfinite(b).all() or bool((b < 0).any() or (b > 1).any())
+    return b.shape != (4,) or bool(corrupt_boxes(b)[0])   # the metrics module's definition
 
 def load_vggss_boxes(
     path:str|Path,            # vggss.json

@@ -13,10 +13,10 @@ import torch
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['AUC_THRESHOLDS', 'AVS_THRESHOLDS', 'sanitize_boxes', 'box_count_map', 'gt_from_boxes', 'vggss_box_report',
-           'flickr_gt', 'avsbench_gt', 'minmax_normalize', 'median_binarize', 'ciou', 'iou_at', 'success_auc',
-           'slavc_precision_recall', 'slavc_ap', 'slavc_max_f1', 'ap_from_hist', 'score_bins', 'pixel_ap',
-           'SingleSourceEvaluator', 'avgn_piap', 'MultiSourceEvaluator', 'avs_iou', 'avs_f_curves',
+__all__ = ['AUC_THRESHOLDS', 'AVS_THRESHOLDS', 'corrupt_boxes', 'sanitize_boxes', 'box_count_map', 'gt_from_boxes',
+           'vggss_box_report', 'flickr_gt', 'avsbench_gt', 'minmax_normalize', 'median_binarize', 'ciou', 'iou_at',
+           'success_auc', 'slavc_precision_recall', 'slavc_ap', 'slavc_max_f1', 'ap_from_hist', 'score_bins',
+           'pixel_ap', 'SingleSourceEvaluator', 'avgn_piap', 'MultiSourceEvaluator', 'avs_iou', 'avs_f_curves',
            'SegmentationEvaluator']
 
 # %% ../nbs/30_metrics.ipynb #91275270
@@ -57,14 +57,19 @@ def _check_gt(gt:np.ndarray, maps_shape, name:str='gt'):
         raise ValueError(f"{name}: ground-truth values must be finite and in [0, 1]")
 
 # %% ../nbs/30_metrics.ipynb #44b0407c
+def corrupt_boxes(boxes)->np.ndarray:
+    "`(N,)` bool: which normalised x1y1x2y2 boxes have a non-finite coordinate or one outside [0, 1]."
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    v = np.where(np.isfinite(b), b, 0)
+    return ~np.isfinite(b).all(1) | (v < 0).any(1) | (v > 1).any(1)
+
 def sanitize_boxes(
     boxes,                    # (N,4) normalised x1y1x2y2 boxes (list or array; [] for none)
     drop_corrupt:bool=False,  # drop boxes with a coordinate outside [0,1] or non-finite
 )->tuple[np.ndarray,int]:     # (kept boxes (M,4) float64, number of corrupt boxes found)
     "Validate normalised boxes; count (and optionally drop) the corrupt ones."
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    finite = np.isfinite(b).all(1)
-    corrupt = ~finite | (np.where(np.isfinite(b), b, 0) < 0).any(1) | (np.where(np.isfinite(b), b, 0) > 1).any(1)
+    finite, corrupt = np.isfinite(b).all(1), corrupt_boxes(b)
     if drop_corrupt: return b[~corrupt], int(corrupt.sum())
     if not finite.all():
         raise ValueError(f"box {int(np.flatnonzero(~finite)[0])} has a non-finite coordinate {b[~finite][0].tolist()}; "
