@@ -15,6 +15,7 @@ from .inference import from_pretrained, overlay, Localizer
 from .audio import AudioError
 from .vision import ImageError
 from .train import CheckpointError
+from .prepare import decode_audio
 
 # %% auto #0
 __all__ = ['IMAGE_EXT', 'AUDIO_EXT', 'InputError', 'localize_pair', 'read_video_audio', 'localize_video', 'folder_pairs',
@@ -80,15 +81,10 @@ def read_video_audio(path:Path)->tuple:
         if not c.streams.video: raise InputError(f"{path}: has no video stream")
         if not c.streams.audio: raise InputError(f"{path}: video has no audio track")
         s = c.streams.audio[0]
-        rs, chunks = av.AudioResampler(format='fltp'), []   # any sample format → float planar (channels, samples)
-        try:
-            for fr in c.decode(s):
-                chunks += [r.to_ndarray() for r in rs.resample(fr)]
-            chunks += [r.to_ndarray() for r in rs.resample(None)]
+        try: a = decode_audio(c, s)                         # (channels, samples) float32 at the track's rate
         except av.error.FFmpegError as e: raise InputError(f"{path}: cannot decode the audio track ({e})") from None
         sr = s.codec_context.sample_rate or s.rate
-    if not chunks: raise InputError(f"{path}: the audio track has no samples")
-    a = np.concatenate(chunks, 1)
+    if a is None: raise InputError(f"{path}: the audio track has no samples")
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), int(sr)
 
 _COPY_OK = {'.mp4': {'aac', 'mp3', 'ac3', 'eac3', 'opus', 'alac', 'flac'}, '.mov': {'aac', 'mp3', 'ac3', 'alac', 'pcm_s16le'},

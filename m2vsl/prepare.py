@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'PrepareError', 'prepare_clip', 'jobs_from_dir', 'jobs_from_csv', 'prepare', 'main']
+__all__ = ['VIDEO_EXTS', 'PrepareError', 'decode_audio', 'prepare_clip', 'jobs_from_dir', 'jobs_from_csv', 'prepare', 'main']
 
 # %% ../nbs/22_prepare.ipynb #78e5488c
 class PrepareError(ValueError):
@@ -37,6 +37,18 @@ def _frame_at(c, vs, t:float):
         last = fr
         if fr.pts is not None and float(fr.pts*tb) >= t - 1e-6: return fr
     return last
+
+def decode_audio(
+    c,                        # an open PyAV container
+    stream,                   # one of its audio streams
+    rate:int|None=None,       # resample to this rate (None: the stream's own)
+)->np.ndarray|None:           # (channels, samples) float32, or None when the stream holds no samples
+    "Decode a whole audio stream with PyAV (any sample format → float planar); decoding errors propagate for the caller to name the file."
+    import av
+    rs, chunks = av.AudioResampler(format='fltp', rate=rate), []
+    for fr in c.decode(stream): chunks += [o.to_ndarray() for o in rs.resample(fr)]
+    chunks += [o.to_ndarray() for o in rs.resample(None)]
+    return np.concatenate(chunks, 1).astype(np.float32, copy=False) if chunks else None
 
 def prepare_clip(
     video:str|Path,           # a video file PyAV can open
@@ -67,15 +79,11 @@ def prepare_clip(
             if fr is None: raise PrepareError(f"{video}: no decodable video frame")
             img = fr.to_image()
             c.seek(0)
-            rs = av.AudioResampler(format='fltp', rate=sample_rate)
-            chunks = []
-            for af in c.decode(as_):
-                for o in rs.resample(af): chunks.append(o.to_ndarray())
-            for o in rs.resample(None): chunks.append(o.to_ndarray())
+            a = decode_audio(c, as_, sample_rate)
         except PrepareError: raise
         except Exception as e: raise PrepareError(f"{video}: cannot decode ({type(e).__name__}: {e})") from None
-    if not chunks: raise PrepareError(f"{video}: the audio stream holds no samples")
-    wav = np.concatenate(chunks, 1).mean(0)                       # (samples,), channel average
+    if a is None: raise PrepareError(f"{video}: the audio stream holds no samples")
+    wav = a.mean(0)                                               # (samples,), channel average
     a, b = int(round(offset*sample_rate)), (None if duration is None else int(round((offset+duration)*sample_rate)))
     wav = np.clip(wav[a:b], -1, 1)
     if wav.size == 0: raise PrepareError(f"{video}: no audio between {offset} s and {b and offset+duration} s")
