@@ -83,7 +83,8 @@ def run_size(size:int, a)->list:
             if m not in a.methods: continue
             specs += [dict(label=f'{m} fp32', method=m, amp='none'),
                       dict(label=f'{m} channels_last off', method=m, channels_last=False)]
-            if a.compile: specs.append(dict(label=f'{m} torch.compile', method=m, compile=True))
+            if a.compile and size in a.compile_sizes:
+                specs.append(dict(label=f'{m} torch.compile', method=m, compile=True))
         if 'm2vsl' in a.methods and size == 224 and a.classes_221:
             specs.append(dict(label='m2vsl 221 classes', method='m2vsl', num_classes=221))
         if 'm2vsl' in a.methods and model_kw.get('mmt_dim'):
@@ -127,6 +128,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     p.add_argument('--no-extras', action='store_true', help='skip the fp32 / channels_last / compile / width rows')
     p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument('--compile-sizes', type=int, nargs='+', default=[96], help='sizes that get the torch.compile rows')
     p.add_argument('--classes-221', action=argparse.BooleanOptionalAction, default=True,
                    help='also time M2VSL with VGGSound\'s 221 class tokens at 224 px')
     p.add_argument('--out', default=None)
