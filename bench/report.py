@@ -94,7 +94,7 @@ def main():
         cols = [(s, k) for s in keys for k in fp['rows'][0][s]]
         md += ['### Do the fast defaults change the results?', '',
                f"M2VSL trained with the `{fp.get('profile')}` profile, then once per fast path switched off (same data and "
-               "seed); the default is also trained with a second seed, whose difference is the run-to-run spread. "
+               "seed); the default is also trained with other seeds, whose spread (max − min) is the run-to-run variation. "
                "Metrics in % on the single-source test set and AVSBench-S4 (`bench/bench_fastpaths.py`).", '',
                '| variant | seed | train s | ' + ' | '.join(f'{s} {k}' for s, k in cols) + ' |',
                '|---|---|---|' + '---|'*len(cols)]
