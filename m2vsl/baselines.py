@@ -210,7 +210,11 @@ class CAM(_AVBackbone):
         self._finish()
 
     def forward(self, batch:dict)->dict:
-        f = self.encode_image(batch['image'])
+        # the stage's activations projected to D, NOT L2-normalised (unlike `encode_image`): CAM needs their magnitude
+        vis, s = self.visual, self.cfg.image_stage
+        x = vis.stem(self._cl(batch['image']))
+        for layer in vis.layers[:s]: x = layer(x)
+        f = vis.proj[str(s)](x).float()
         out = dict(v=f, cam=torch.einsum('cd,bdhw->bchw', self.fc.weight.float(), f),
                    logits=self.fc(f.mean((-2, -1))))
         if self.audio is not None: out['audio_logits'] = self.audio_fc(self.encode_audio(batch['audio']))

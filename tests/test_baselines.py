@@ -267,14 +267,14 @@ def hit_rate(maps, box, sq):
     return ((y >= box[:, 0]) & (y < box[:, 0] + sq) & (x >= box[:, 1]) & (x < box[:, 1] + sq)).float().mean().item()
 
 
-def overfit(name, steps=150, lr=1e-3, **kw):
-    "Train on fresh batches of 8 (new backgrounds and places each step), return the hit rate on 16 unseen images."
-    torch.manual_seed(0)
+def overfit(name, steps=150, lr=1e-3, batch=8, seed=0, **kw):
+    "Train on fresh batches (new backgrounds and places each step), return the hit rate on 16 unseen images."
+    torch.manual_seed(seed)
     model, method, cfg = build(name, num_classes=4, dim=32, image_stage=1, channels_last=False, **kw)
     opt = torch.optim.Adam(model.parameters(), lr)
     for s in range(steps):
-        batch, _, _ = synth(8, seed=1000 + s)
-        loss, _ = method.loss(model(batch), batch, cfg)
+        batch_, _, _ = synth(batch, seed=1000 + 100_000*seed + s)
+        loss, _ = method.loss(model(batch_), batch_, cfg)
         opt.zero_grad(); loss.backward(); opt.step()
     batch, box, sq = synth(16, seed=0)
     model.eval()
@@ -290,22 +290,32 @@ def test_hit_rate_of_an_uninformative_map_is_low():
     assert hit_rate(-((yy - cy)**2 + (xx - cx)**2), box, sq) == 1.0
 
 
-# Measured on 16 unseen images after 150 steps from scratch (no ImageNet weights), chance ≈ 0.10 (square area share).
-# Standalone script, 1 thread: OTS 12/16, CAM 9/16, LVS (exclude_diag) 8/16, Attention10k 7/16 (att_tau 0.03).
-# This test (2 threads): Attention10k and OTS pass; LVS 4/16 and CAM 1/16 (CAM also 0/16 after 300 steps in the
-# script). From scratch the streams' receptive field covers the whole 64-px image and the weakly supervised
-# classifier (CAM) and LVS's region-based loss do not reliably localize in so few steps: those two cases are marked
-# xfail (non-strict) until a recipe that localizes reliably is found (open item of issue 7).
-# LVS with the reference's (1 − 100·I) mask scored 0/16 (see the notebook).
-HIT_RATE_MIN = {'ots': 0.6, 'cam': 0.4, 'lvs': 0.35, 'attention10k': 0.25}
+# Hit rate = share of 16 unseen images whose map argmax lies inside the sounding square (chance ≈ 0.10, its area
+# share). From scratch (no ImageNet weights), stage 1 (16×16 at 64 px, receptive field 43 px > the 20-px square),
+# dim 32, lr 1e-3, batch 8, 150 steps; "seed s" = torch seed s and training batches 1000 + 100000·s + step
+# (s = 0 is this test). Measured with 1 thread, hits out of 16 per seed:
+# * CAM: seeds 0–9: 16 16 16 16 16 16 16 16 15 16 (~20 s per run). Before the fix in nbs/50_baselines.ipynb
+#   (CAM read the L2-normalised features, so every location had the same feature length and every location whose
+#   receptive field saw the square saturated at ‖w_c‖: a plateau with an arbitrary argmax) seeds 0–2 gave 9 2 1;
+#   300 steps 0 0 0; lr 3e-3 6 3 1; lr 3e-4 2 1 3; dim 64 (lr 3e-3) 0 5 0; stage 2 (lr 3e-3) 0 1 0.
+# * LVS (exclude_diag=True) does NOT localize reliably under any recipe tried, so it stays xfail (non-strict):
+#   batch 8, 150 steps (this test): seeds 0–2: 8 9 1; 250 steps 12 14 3; lr 3e-3 6 4 10; lr 3e-4 × 250 steps 4 8 2;
+#   dim 64 13 4 8; stage 2 1 0 2; seeds 0/2/3: batch 4 (no same-class negatives) × 300 steps 8 4 4, 96 px (30-px
+#   square) 5 14 5, 128 px (40-px square) 0 7 2; batch 16 × 150 steps, seeds 0–9: 12 12 13 5 14 9 0 6 0 8;
+#   batch 16 × 200 steps, seeds 0–9: 12 12 10 7 12 10 0 4 1 2; reference (1 − 100·I) mask, batch 16, seeds 0–2:
+#   1 8 12. Failure mode: the map peaks 5–20 px OUTSIDE the square, on a side fixed per colour (stage-1 detectors of
+#   "colour c beside me": nothing in the trimap loss prefers the object's interior to its halo), and the loss sits at
+#   its same-class floor (ln 2 at batch 8, ln 4 at 16) within ~25 steps, so more steps rarely move the map.
+# * Not changed here: OTS seeds 0–3: 12 13 8 15 (seed 2 would miss its 0.6 bar); Attention10k (att_tau 0.03)
+#   seeds 0–3: 7 12 6 6.
+HIT_RATE_MIN = {'ots': 0.6, 'cam': 0.75, 'lvs': 0.35, 'attention10k': 0.25}
 OVERFIT_KW = {'lvs': dict(exclude_diag=True)}
-_UNRELIABLE = pytest.mark.xfail(strict=False, reason='from-scratch overfit localizes unreliably (4/16 LVS, 1/16 CAM '
-                                'in the test; 8/16, 9/16 in a 1-thread run); see the comment above')
+_LVS_UNRELIABLE = pytest.mark.xfail(strict=False, reason='LVS from scratch localizes unreliably: 0–14/16 over seeds '
+                                    '(peaks beside the square); see the comment above')
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['attention10k', 'ots', pytest.param('lvs', marks=_UNRELIABLE),
-                                  pytest.param('cam', marks=_UNRELIABLE)])
+@pytest.mark.parametrize('name', ['attention10k', 'ots', pytest.param('lvs', marks=_LVS_UNRELIABLE), 'cam'])
 def test_map_peaks_on_the_sounding_object_after_a_short_overfit(name):
     rate = overfit(name, **OVERFIT_KW.get(name, {}))
     assert rate >= HIT_RATE_MIN[name], f'{name}: map argmax inside the square for only {rate:.0%} of 16 unseen images'

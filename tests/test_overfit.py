@@ -1,5 +1,24 @@
 """Tiny-overfit test (issue 2): on a handful of generated clips M2VSL's loss falls well below its start and its maps
-peak on the sounding object, in well under a minute on a 2-core CPU."""
+peak on the sounding object, in well under a minute on a 2-core CPU.
+
+The localization half is NOT robust (issue 2 is open). Measured with 1 thread; "seed s" = torch seed s, batch order
+seed s and clips seed 3 + s (s = 0 is this test); peak-on-object share of the 48 clips (area share 0.10):
+* this recipe (64 px, 3-s audio, dim 64, MMT depth 1, 80 Adam steps of 16, lr 1e-3): fused map 0.35 / 0.06 / 0.04
+  for seeds 0/1/2, MMC map alone (av_map) 0.21 / 0.00 / 0.00; loss 30 → 4.6 / 3.0 / 6.6; 46–50 s each. Only seed 0
+  clears the bar below (2 × area); the old note measured 0.25 for it with 2 threads.
+* tried, all with 1-s audio (the fused map per seed 0/1/2 unless noted): 160 steps of 8: 0.02 / 0.27 / 0.00;
+  no silent distractors: 0.15 / 0.06 / 0.04; 96 px × 60 steps: 0.00 / 0.06 / 0.06; lr 3e-4: loss → 1.1 / 0.3 / 0.2
+  (memorised) but 0.04 / 0.08 / 0.02; one clip per class per batch (no same-class negatives), 160 steps, seeds 0/1:
+  loss → 1.5 / 0.6, maps 0.00 / 0.00; 512 clips seen ~6× (200 steps of 16, 92 s), held-out clips, seed 0: fused 0.52,
+  stage-1 MMC map 0.77; 256 clips, 200 steps of 8 (65 s), held-out, seeds 0/1: 0.06 / 0.56; batches of 32: the MMC
+  loss stays at chance for 150 steps.
+  Not M2VSL but for the record: stage 1 only (mmc_stages = token_stages = (1,)), 120 steps: 0.58 / 0.08 / 0.46.
+Why: from scratch at 64 px the receptive fields of ResNet18's stages 2–4 (99, 211, 435 px) cover the whole frame, so
+the MIL max can match the audio at any location of those stages and settles on border cells (with one clip per class
+per batch the stage-2 map peaked on its top row for 11 of 12 inspected clips), and every 5×5 MMT token (pooled from
+all four stages) carries the class, so the class map does not localize either (0.00–0.29). Only stage 1 (43 px) is
+local; the fused map averages all of them. Larger frames or ImageNet weights (the paper's setting) do not fit the
+time budget / are not available here."""
 import time
 import pytest
 import torch
@@ -7,6 +26,7 @@ import torch.nn.functional as F
 
 from m2vsl.audio import AudioConfig, AudioFrontEnd
 from m2vsl.methods import build
+from m2vsl.model import av_map
 from m2vsl.synth import make_classes, make_clip
 
 PX, N_CLASSES, PER_CLASS = 64, 8, 6
@@ -43,12 +63,16 @@ def test_m2vsl_overfits_and_localizes():
         losses.append(loss.item())
     model.eval()
     with torch.no_grad():
-        maps = method.single_map(model(data), (PX, PX), cfg, classes=data['labels'].argmax(-1))
-    peak = maps.flatten(1).argmax(-1)
-    hit = masks.flatten(1)[torch.arange(len(peak)), peak].float().mean().item()
+        out = model(data)
+        maps = method.single_map(out, (PX, PX), cfg, classes=data['labels'].argmax(-1))
+        mmc = av_map(out, (PX, PX))        # the MMC map alone (printed, not asserted: see the docstring)
+    def on_object(m):
+        peak = m.flatten(1).argmax(-1)
+        return masks.flatten(1)[torch.arange(len(peak)), peak].float().mean().item()
+    hit = on_object(maps)
     area = masks.float().mean().item()     # where a map peaking at a random pixel would land
     start, end = sum(losses[:5])/5, sum(losses[-5:])/5
-    print(f"loss {start:.2f} -> {end:.2f}; peak on the sounding object {hit:.2f} (its area share {area:.2f}); "
-          f"{time.time() - t0:.0f} s")
+    print(f"loss {start:.2f} -> {end:.2f}; peak on the sounding object: fused map {hit:.2f}, MMC map "
+          f"{on_object(mmc):.2f} (its area share {area:.2f}); {time.time() - t0:.0f} s")
     assert end < 0.5*start
-    assert hit >= 2*area      # well above chance (measured: 0.25 vs 0.10; see the issue note)
+    assert hit >= 2*area      # this seed only: 0.35 (1 thread; the old note: 0.25); seeds 1, 2: 0.06, 0.04
