@@ -54,6 +54,7 @@ bench: setup
 	mkdir -p bench/out
 	python bench/bench_train.py --out bench/out/train.json
 	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out bench/out/loader.json
+	if [ -d data/embedded/vggsound ]; then python bench/bench_loader.py --root data/embedded/vggsound --split train --limit 400 --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out bench/out/loader_embedded.json; fi
 	python bench/bench_inference.py --out bench/out/inference.json
 	python bench/bench_metrics.py --out bench/out/metrics.json
 	python bench/report.py

@@ -17,7 +17,7 @@ import torch
 import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
-from m2vsl.inference import Localizer
+from m2vsl.inference import Localizer, resolve_amp
 from m2vsl.train import autocast
 
 AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)
@@ -91,6 +91,7 @@ def main(argv=None):
                 torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, mmt_dim=mcfg.mmt_dim,
                                                     channels_last=mcfg.channels_last),
                 warmup=a.warmup, default_amp=inspect.signature(Localizer).parameters['amp'].default,
+                default_amp_resolved=resolve_amp(inspect.signature(Localizer).parameters['amp'].default, dev),
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)
     rec = json.dumps({'bench': 'inference', **info, 'results': rows}, indent=1)
     print(rec)

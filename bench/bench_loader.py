@@ -56,6 +56,7 @@ def main():
     ap.add_argument('--out', default=None, help='write the JSON record here too')
     ap.add_argument('--root', default=None)
     ap.add_argument('--split', default='train', help="'train' (random crop + flip) or 'test' (squash)")
+    ap.add_argument('--limit', type=int, default=0, help='use only the first N clips of --root (0: all)')
     a = ap.parse_args()
     acfg = AudioConfig(sample_rate=a.sample_rate, n_fft=a.n_fft, win_length=a.win_length, hop_length=a.hop_length)
     icfg = ImageConfig(size=a.size)
@@ -64,8 +65,9 @@ def main():
         root = Path(a.root) if a.root else Path(tmp)/'vggsound'
         if not a.root: write_clips(root, a.n)
         ds = make_dataset(root, 'vggsound', a.split, audio_cfg=acfg, image_cfg=icfg)
+        if a.limit: ds = torch.utils.data.Subset(ds, range(min(a.limit, len(ds))))
         x = ds[0]
-        res = {'image_size': a.size, 'audio_cfg': vars(acfg), 'audio_shape': list(x['audio'].shape),
+        res = {'root': str(a.root) if a.root else None, 'image_size': a.size, 'audio_cfg': vars(acfg), 'audio_shape': list(x['audio'].shape),
                'image_shape': list(x['image'].shape), 'clips': len(ds), 'batch': a.batch, 'split': a.split,
                'cpus': os.cpu_count(), 'load_avg_1m': round(os.getloadavg()[0], 2), 'torch_threads_main': torch.get_num_threads(), 'machine': platform.processor() or platform.machine(),
                'runs': a.runs}
