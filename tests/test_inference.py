@@ -245,6 +245,15 @@ def test_trained_checkpoint_roundtrip(tmp_path):
     np.testing.assert_allclose(a.localize(im, au).map, b.localize(im, au).map, atol=1e-5)
     p = cli('--checkpoint', ck, '--image', im, '--audio', au, '--out', tmp_path/'o.png')
     assert p.returncode == 0 and (tmp_path/'o.png').exists(), p.stderr
+    # the video mode with this trained checkpoint: frame count, size, the audio stream and the JSON
+    clip = make_clip(1, 'video', 0, (2,), make_classes(10), n_frames=int(FPS*SECONDS), size=SIDE, seconds=SECONDS, sr=SR)
+    write_video(tmp_path/'v.mp4', clip['frames'], clip['audio'])
+    p = cli('--checkpoint', ck, '--video', tmp_path/'v.mp4', '--out', tmp_path/'v_out.mp4')
+    assert p.returncode == 0, p.stderr
+    frames, auds, samples = probe(tmp_path/'v_out.mp4')
+    assert len(frames) == int(FPS*SECONDS) and frames[0].shape == (SIDE, SIDE, 3) and auds == [('aac', SR)], auds
+    j = json.loads((tmp_path/'v_out.json').read_text())
+    assert j['n_frames'] == len(frames) == len(j['frames'])
 
 
 @pytest.mark.slow
