@@ -32,6 +32,21 @@ def train_table(tr):
     return lines
 
 
+def loader_rows(lo, tr, targets, key):
+    "The clips/s table of a loader record, and its ratios to M2VSL's training samples/s (added to `targets`)."
+    rows = ['| workers | clips/s, median [min, max] |', '|---|---|']
+    for w, v in lo['clips_per_s'].items():
+        mm = lo.get('clips_per_s_range', {}).get(w)
+        rows.append(f"| {w} | {v:.1f}" + (f" [{mm[0]:.1f}, {mm[1]:.1f}]" if mm else '') + ' |')
+    consume = next((r['samples_per_s'] for r in tr['rows'] if r['label'] == 'm2vsl' and r['size'] == lo['image_size']),
+                   None) if tr else None
+    for w in ('1', '2'):
+        if consume and w in lo['clips_per_s']:
+            ratio = lo['clips_per_s'][w]/consume
+            targets[f'{key}_{w}_workers_over_m2vsl_train_{lo["image_size"]}px'] = dict(value=ratio, target='>= 3', met=ratio >= 3)
+    return rows + ['']
+
+
 def main():
     tr, lo, inf, me = (load(n) for n in ('train', 'loader', 'inference', 'metrics'))
     md, targets = ['# Benchmarks', ''], {}
@@ -51,38 +66,15 @@ def main():
     if lo:
         md += ['### Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
                f"wav) → {lo['image_size']} px, {lo['audio_shape']} spectrogram, batch {lo['batch']}; "
-               f"median of {lo.get('runs', 1)} passes after a warm-up.", '',
-               '| workers | clips/s, median [min, max] |', '|---|---|']
-        for w, v in lo['clips_per_s'].items():
-            mm = lo.get('clips_per_s_range', {}).get(w)
-            md.append(f"| {w} | {v:.1f}" + (f" [{mm[0]:.1f}, {mm[1]:.1f}]" if mm else '') + ' |')
-        md += ['', f"Peak RSS: {lo['peak_rss_mb']:.0f} MB." if 'peak_rss_mb' in lo else '', '']
-        if tr:
-            consume = next((r['samples_per_s'] for r in tr['rows'] if r['label'] == 'm2vsl' and r['size'] == lo['image_size']), None)
-            if consume:
-                for w in ('1', '2'):
-                    if w in lo['clips_per_s']:
-                        ratio = lo['clips_per_s'][w]/consume
-                        targets[f'loader_{w}_workers_over_m2vsl_train_{lo["image_size"]}px'] = dict(
-                            value=ratio, target='>= 3', met=ratio >= 3)
+               f"median of {lo.get('runs', 1)} passes after a warm-up.", '']
+        md += loader_rows(lo, tr, targets, 'loader')
+        md += [f"Peak RSS: {lo['peak_rss_mb']:.0f} MB." if 'peak_rss_mb' in lo else '', '']
     else: md += ['Data loader: no record.', '']
     le = load('loader_embedded')
     if le:
         md += [f"The same loader on the embedded benchmark the default pipeline trains on ({le['clips']} clips of "
-               f"`{le.get('root', 'data/embedded/vggsound')}`, its {le['split']} transform):", '',
-               '| workers | clips/s, median [min, max] |', '|---|---|']
-        for w, v in le['clips_per_s'].items():
-            mm = le.get('clips_per_s_range', {}).get(w)
-            md.append(f"| {w} | {v:.1f}" + (f" [{mm[0]:.1f}, {mm[1]:.1f}]" if mm else '') + ' |')
-        md.append('')
-        if tr:
-            consume = next((r['samples_per_s'] for r in tr['rows'] if r['label'] == 'm2vsl' and r['size'] == le['image_size']), None)
-            if consume:
-                for w in ('1', '2'):
-                    if w in le['clips_per_s']:
-                        ratio = le['clips_per_s'][w]/consume
-                        targets[f'embedded_loader_{w}_workers_over_m2vsl_train_{le["image_size"]}px'] = dict(
-                            value=ratio, target='>= 3', met=ratio >= 3)
+               f"`{le.get('root', 'data/embedded/vggsound')}`, its {le['split']} transform):", '']
+        md += loader_rows(le, tr, targets, 'embedded_loader')
     if inf:
         md += ['### Inference (M2VSL, model + fused map)', '',
                f"dim {inf['model']['dim']}, {inf['model']['num_classes']} classes"
