@@ -18,6 +18,7 @@ import torch
 import yaml
 
 import m2vsl.methods as methods
+from m2vsl.pipeline import model_fields
 from m2vsl.train import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,9 @@ def profile_model(name:str)->dict:
 
 
 def build(method:str, model_kw:dict, num_classes:int, channels_last:bool=True):
-    m, meth, cfg = methods.build(method)   # defaults, to learn the config's fields
-    fields = set(type(cfg).__dataclass_fields__)
-    kw = {k: v for k, v in {**model_kw, 'num_classes': num_classes, 'channels_last': channels_last,
-                            'pretrained': False}.items() if k in fields}
-    m, meth, cfg = methods.build(method, **kw)
-    return m, meth, cfg
+    "The method's model with the profile's settings its config has (the pipeline's rule: `pipeline.model_fields`)."
+    kw = model_fields(method, {**model_kw, 'num_classes': num_classes, 'channels_last': channels_last, 'pretrained': False})
+    return methods.build(method, **kw)
 
 
 class Runner:
