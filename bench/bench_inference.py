@@ -17,7 +17,8 @@ import torch
 import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
-from m2vsl.inference import Localizer, resolve_amp
+from m2vsl.inference import Localizer
+from m2vsl.train import resolve_amp
 from m2vsl.train import autocast
 
 AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)

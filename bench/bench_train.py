@@ -5,7 +5,9 @@ Two sizes: the default CPU profile's (96 px, 65x76 spectrogram, `profiles/cpu.ya
 paper's (224 px, 257x300). Within one size every model is built first and the timed steps are interleaved
 (method 1, method 2, ..., method 1, ...), so a slow patch of the machine hits all of them alike; each figure is the
 median of `--runs` steps after `--warmup` steps, with min and max. Extra rows switch one fast path at a time for
-M2VSL and EZ-VSL: fp32 instead of bf16 autocast, channels_last off, torch.compile on (its compile time is reported).
+M2VSL and EZ-VSL: the other precision (fp32 where the default `amp: auto` resolves to bf16; bf16 rows only on CPUs
+with native bf16, since elsewhere autocast runs convolutions on slow reference kernels), channels_last off,
+torch.compile on (its compile time is reported).
 Prints and writes one JSON record.
 
     python bench/bench_train.py --out bench/out/train.json                 # everything (about 15 min on 2 cores)
@@ -19,14 +21,22 @@ import yaml
 
 import m2vsl.methods as methods
 from m2vsl.pipeline import model_fields
-from m2vsl.train import autocast
+from m2vsl.train import autocast, native_bf16, resolve_amp
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {   # image px -> (spectrogram F, T, profile whose model settings apply)
     96: (65, 76, 'cpu'),
     224: (257, 300, 'paper'),
 }
+CPU = torch.device('cpu')
+DEFAULT_AMP = resolve_amp('auto', CPU)   # the profiles' amp: auto on this machine
 ALL = ['ezvsl', 'm2vsl', 'mmc_only', 'mmt_only', 'neither', 'attention10k', 'ots', 'lvs', 'cam']
+
+
+def cpu_name()->str:
+    "The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 
 def profile_model(name:str)->dict:
@@ -42,7 +52,7 @@ def build(method:str, model_kw:dict, num_classes:int, channels_last:bool=True):
 
 class Runner:
     "One model, its optimizer and a fixed batch; `step()` is one training step."
-    def __init__(self, label, method, model_kw, num_classes, batch, amp='bf16', channels_last=True, compile=False):
+    def __init__(self, label, method, model_kw, num_classes, batch, amp=DEFAULT_AMP, channels_last=True, compile=False):
         self.label, self.method, self.amp = label, method, amp
         self.model, self.meth, self.cfg = build(method, model_kw, num_classes, channels_last)
         self.model.train()
@@ -79,8 +89,8 @@ def run_size(size:int, a)->list:
     if not a.no_extras:
         for m in ('m2vsl', 'ezvsl'):
             if m not in a.methods: continue
-            specs += [dict(label=f'{m} fp32', method=m, amp='none'),
-                      dict(label=f'{m} channels_last off', method=m, channels_last=False)]
+            if DEFAULT_AMP == 'bf16': specs.append(dict(label=f'{m} fp32', method=m, amp='none'))
+            specs.append(dict(label=f'{m} channels_last off', method=m, channels_last=False))
             if a.compile and size in a.compile_sizes:
                 specs.append(dict(label=f'{m} torch.compile', method=m, compile=True))
         if 'm2vsl' in a.methods and size == 224 and a.classes_221:
@@ -137,8 +147,9 @@ def main(argv=None):
     t0 = time.time()
     rows = [r for s in a.sizes for r in run_size(s, a)]
     rec = dict(bench='train_step', rows=rows, machine=dict(
-        platform=platform.platform(), processor=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-        torch=torch.__version__, threads=torch.get_num_threads()),
+        platform=platform.platform(), processor=cpu_name(), cpus=os.cpu_count(),
+        torch=torch.__version__, threads=torch.get_num_threads(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        native_bf16=native_bf16(CPU), default_amp=DEFAULT_AMP),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, wall_s=time.time() - t0,
         protocol=f'median of {a.runs} interleaved steps after {a.warmup} warm-up steps; random in-memory batch')
     js = json.dumps(rec, indent=1)

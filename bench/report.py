@@ -54,6 +54,9 @@ def main():
     if tr:
         m = tr['machine']
         machine = f"{m['processor']}, {m['cpus']} CPUs, torch {m['torch']} ({m['threads']} threads), {m['platform']}"
+        if 'cpu_capability' in m:
+            machine += (f"; CPU kernels {m['cpu_capability']}, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
+                        f"so `amp: auto` trains in {m['default_amp']}")
         md += [f'Machine: {machine}.', '', '### Training step (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
         md += train_table(tr)
         md += ['', f"Peak RSS of the training benchmark: {tr['peak_rss_mb']:.0f} MB.", '']

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 import m2vsl.methods as _methods
 from .data import collate
 from .metrics import SingleSourceEvaluator, MultiSourceEvaluator, SegmentationEvaluator
-from .train import TrainConfig, load_checkpoint, autocast, to_device, seed_all
+from .train import TrainConfig, load_checkpoint, autocast, to_device, seed_all, resolve_amp
 
 # %% auto #0
 __all__ = ['TASKS', 'method_of', 'predict_maps', 'CentrePrior', 'untrained', 'evaluate', 'compare', 'model_from_checkpoint']
@@ -98,14 +98,14 @@ def evaluate(
     batch_size:int=16,          # evaluation batch
     method=None,                # the model's `Method` (default: looked up)
     device:str|torch.device|None=None,  # default: the model's device (cpu for predictors)
-    amp:str='none',             # 'none' | 'bf16' | 'fp16' (as in training)
+    amp:str='none',             # 'auto' | 'none' | 'bf16' | 'fp16' (as in training; `m2vsl.train.resolve_amp`)
     csv:str|Path|None=None,     # write the per-sample results here
     keep_maps:int=0,            # keep image, maps and gt of the first N samples (for figures)
     all_class_maps:bool=True,   # multi: give the evaluator every class's map (CAP), when the model has classes
     evaluator_kw:dict|None=None,  # extra arguments of the task's evaluator
     num_workers:int=0,          # DataLoader workers
     progress:bool=True,         # tqdm bar
-)->dict:                        # {'task', 'metrics': {name: float}, 'per_sample': DataFrame, 'maps': dict or None}
+)->dict:                        # {'task', 'metrics': {name: float}, 'per_sample': DataFrame, 'maps': dict or None, 'amp_resolved'}
     "Score a model (or a reference predictor) on one task with the metrics module's streaming evaluators."
     if task not in TASKS: raise ValueError(f"task={task!r}: choose from {TASKS}")
     if device is None:
@@ -142,7 +142,7 @@ def evaluate(
         Path(csv).parent.mkdir(parents=True, exist_ok=True); per.to_csv(csv, index=False)
     maps_out = None
     if keep_maps: maps_out = {'ids': kept['ids'], **{k: torch.cat(kept[k]) if kept[k] else None for k in ('image', 'maps', 'gt')}}
-    return {'task': task, 'metrics': ev.compute(), 'per_sample': per, 'maps': maps_out}
+    return {'task': task, 'metrics': ev.compute(), 'per_sample': per, 'maps': maps_out, 'amp_resolved': resolve_amp(amp, device)}
 
 def compare(
     models:dict,                # {name: model or predictor}

@@ -18,13 +18,13 @@ import m2vsl.methods as _methods
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
 from .model import minmax, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
-from .train import TrainConfig, autocast
+from .train import TrainConfig, autocast, resolve_amp
 from .evaluate import model_from_checkpoint
 from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'resolve_amp', 'fuse', 'Localizer', 'from_pretrained', 'overlay']
+           'fuse', 'Localizer', 'from_pretrained', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -92,14 +92,6 @@ class Localization:
         if maps: d.update(map=self.map.tolist(), scales={str(k): v.tolist() for k, v in self.scales.items()},
                           class_maps={str(k): v.tolist() for k, v in self.class_maps.items()})
         return d
-
-def resolve_amp(amp:str, device)->str:
-    "`'auto'` → the fast autocast mode of `device` (bf16 on CPUs with oneDNN bf16 and on bf16 GPUs, else fp16 on CUDA / none)."
-    if amp != 'auto': return amp
-    dev = torch.device(device)
-    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    if dev.type == 'cpu': return 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'none'
-    return 'none'
 
 def fuse(
     av:np.ndarray|torch.Tensor,   # class-agnostic (MMC) map

@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_train.ipynb #15494088
 from __future__ import annotations
-import argparse, builtins, contextlib, hashlib, io, json, logging, math, os, random, shutil, sys, time
+import argparse, builtins, contextlib, hashlib, io, json, logging, math, os, random, shutil, sys, time, warnings
 from dataclasses import dataclass, field, fields, asdict, is_dataclass, MISSING
 from pathlib import Path
 from typing import Callable
@@ -29,11 +29,11 @@ log = logging.getLogger('m2vsl.train')
 __all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'parse_overrides', 'load_config', 'Dist',
            'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'rng_state',
            'set_rng_state', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'dataset_ids', 'split_indices',
-           'build_datasets', 'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'validation_loss',
-           'find_checkpoint', 'train', 'main']
+           'build_datasets', 'native_bf16', 'resolve_amp', 'autocast', 'to_device', 'set_train_mode', 'forward_loss',
+           'validation_loss', 'find_checkpoint', 'train', 'main']
 
 # %% ../nbs/40_train.ipynb #445903d1
-AMP_MODES = ('none', 'bf16', 'fp16')
+AMP_MODES = ('auto', 'none', 'bf16', 'fp16')
 SELECT = ('val_loss', 'train_loss', 'last')
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     scheduler:str='none'           # 'none' (the paper) | 'cosine' (per step, to 0 at the last step)
     grad_clip:float=0.0            # max gradient norm (0 = off)
     local_negatives:bool=False     # True: MMC negatives from each process's slice only (the anchors' DDP behaviour)
-    amp:str='none'                 # 'none' | 'bf16' (CPU or CUDA) | 'fp16' (CUDA, with GradScaler)
+    amp:str='none'                 # 'auto' (bf16 where the hardware has it, else fp16 on CUDA / fp32) | 'none' | 'bf16' | 'fp16' (CUDA, GradScaler)
     sync_bn:bool=False             # SyncBatchNorm across processes (CUDA only)
     freeze_bn:bool=False           # BatchNorm uses its running statistics (multi-process = single-process exactly)
     seed:int=0                     # model initialisation, data order (a function of seed and epoch), per-rank RNGs
@@ -349,10 +349,28 @@ def build_datasets(
     return Subset(dataset, tr), Subset(val_view, va), split
 
 # %% ../nbs/40_train.ipynb #b0da6f75
+def native_bf16(device)->bool:
+    "Whether `device` runs bf16 natively (CPU: oneDNN bf16, i.e. AVX512-BF16 or AMX; CUDA: a bf16 GPU)."
+    dev = torch.device(device)
+    if dev.type == 'cuda': return torch.cuda.is_bf16_supported()
+    return dev.type == 'cpu' and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+def resolve_amp(amp:str, device)->str:
+    "`'auto'` → the fast autocast mode of `device` (bf16 where native, else fp16 on CUDA, else `'none'`); others unchanged."
+    if amp not in AMP_MODES: raise ValueError(f"amp={amp!r}: choose from {AMP_MODES}")
+    if amp != 'auto': return amp
+    dev = torch.device(device)
+    if native_bf16(dev): return 'bf16'
+    return 'fp16' if dev.type == 'cuda' else 'none'
+
 def autocast(amp:str, device:torch.device):
-    "The autocast context of an `amp` mode."
+    "The autocast context of an `amp` mode (`'auto'` resolved for `device`)."
+    amp = resolve_amp(amp, device)
     if amp == 'none': return contextlib.nullcontext()
     if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on CPU")
+    if amp == 'bf16' and device.type == 'cpu' and not native_bf16(device):
+        warnings.warn("amp='bf16' on a CPU without native bf16 (oneDNN bf16 needs AVX512-BF16 or AMX): convolutions run "
+                      "on a slow reference kernel (~10x slower than fp32 here); use amp='auto' or 'none'", stacklevel=2)
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == 'bf16' else torch.float16)
 
 def to_device(batch:dict, device:torch.device)->dict:
@@ -477,7 +495,8 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
     total_steps = steps_per_epoch*cfg.epochs
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5*(1 + math.cos(math.pi*min(s, total_steps)/total_steps)))
              if cfg.scheduler == 'cosine' else None)
-    scaler = torch.amp.GradScaler('cuda') if cfg.amp == 'fp16' else None
+    amp = resolve_amp(cfg.amp, D.device)   # 'auto' → this machine's fast mode, recorded as amp_resolved
+    scaler = torch.amp.GradScaler('cuda') if amp == 'fp16' else None
     gather = make_gather(D.world, cfg.local_negatives)
     st = {'epoch': 0, 'step': 0, 'pos': 0, 'history': [], 'best': None, 'acc': {}}
     # resume
@@ -531,7 +550,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
                    dynamic_ncols=True, mininterval=1.0)
         for b in bar:
             b = to_device(b, D.device)
-            loss, parts = forward_loss(net, method, cfg.model, b, gather, cfg.amp)
+            loss, parts = forward_loss(net, method, cfg.model, b, gather, amp)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward(); scaler.unscale_(opt)
@@ -551,7 +570,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         acc = st['acc']
         row = {'epoch': epoch + 1, 'step': st['step'], 'train_loss': acc['loss']/acc['n']}
         row.update({f"train_{k}": acc[k]/acc['n'] for k in sorted(acc) if k not in ('n', 'loss')})
-        row['val_loss'] = (validation_loss(net.module if D.world > 1 else net, method, cfg.model, val_loader, D, gather, cfg.amp)
+        row['val_loss'] = (validation_loss(net.module if D.world > 1 else net, method, cfg.model, val_loader, D, gather, amp)
                            if val_loader is not None else None)
         row['lr'] = opt.param_groups[0]['lr']
         st['history'].append(row)
@@ -562,7 +581,8 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         st['epoch'], st['pos'], st['acc'] = epoch + 1, 0, {}
         checkpoint(['best.pt', 'last.pt'] if improved else ['last.pt'])
         if D.main:
-            meta = {'best_epoch': st['best']['epoch'], 'best_value': st['best']['value'], 'select': st['best']['select']}
+            meta = {'best_epoch': st['best']['epoch'], 'best_value': st['best']['value'], 'select': st['best']['select'],
+                    'amp_resolved': amp}
             _write_json(run/'history.json', {'history': st['history'], **meta, 'config': cfg.to_dict()})
             _write_json(run/'metrics.json', {**row, **meta, 'config': cfg.to_dict()})
             if live is not None: live.log(row)
@@ -572,7 +592,8 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
     if live is not None: live.close()
     return {'run_dir': str(run), 'best_epoch': st['best']['epoch'] if st['best'] else None,
             'best_value': st['best']['value'] if st['best'] else None, 'history': st['history'],
-            'last_checkpoint': str(ckdir/'last.pt'), 'best_checkpoint': str(ckdir/'best.pt'), 'config': cfg.to_dict()}
+            'last_checkpoint': str(ckdir/'last.pt'), 'best_checkpoint': str(ckdir/'best.pt'), 'config': cfg.to_dict(),
+            'amp_resolved': amp}
 
 # %% ../nbs/40_train.ipynb #ff9926b4
 def main(argv:list|None=None):

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, default_collate
 import m2vsl.methods as methods
 import m2vsl.train as T
 from m2vsl.train import (TrainConfig, load_config, train, forward_loss, make_gather, set_train_mode, seed_all,
-                         save_checkpoint, load_checkpoint, find_checkpoint, CheckpointError)
+                         save_checkpoint, load_checkpoint, find_checkpoint, CheckpointError, resolve_amp)
 from m2vsl.evaluate import evaluate, model_from_checkpoint, untrained, CentrePrior, compare
 
 HERE = Path(__file__).parent
@@ -254,9 +254,10 @@ def test_config_sources(tmp_path):
 
 def test_train_then_evaluate_smoke(tmp_path):
     cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=2, val_fraction=0.25, run_dir=str(tmp_path/'run'),
-                      progress=False, amp='bf16')
+                      progress=False, amp='auto')
     res = train(cfg, ToyAV(16))
     run = tmp_path/'run'
+    assert res['amp_resolved'] == resolve_amp('auto', torch.device('cpu'))   # bf16 only where the CPU has it
     split = json.loads((run/'split.json').read_text())
     assert len(split['val_ids']) == 4 and not set(split['val_ids']) & set(split['train_ids'])
     hist = res['history']
