@@ -18,8 +18,7 @@ import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
 from m2vsl.inference import Localizer
-from m2vsl.train import resolve_amp
-from m2vsl.train import autocast
+from m2vsl.train import autocast, native_bf16, resolve_amp
 
 AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)
     'paper': dict(sample_rate=22050, seconds=3.0, n_fft=512, win_length=512, hop_length=221),
@@ -44,7 +43,9 @@ def main(argv=None):
     p.add_argument('--configs', nargs='+', default=['224:paper', '224:cpu', '96:cpu'],
                    help='image px:audio front end (paper = 257x300 spectrogram, cpu = the CPU profile\'s 65x76)')
     p.add_argument('--batches', type=int, nargs='+', default=[1, 32])
-    p.add_argument('--amps', nargs='+', default=['none', 'bf16'])
+    p.add_argument('--amps', nargs='+', default=None,
+                   help="autocast modes to time (default: none, plus bf16 where the device has it natively; emulated "
+                        "bf16 runs convolutions on slow reference kernels)")
     p.add_argument('--dim', type=int, default=512)
     p.add_argument('--num-classes', type=int, default=10, help='class tokens (the embedded benchmark: 10; VGGSound: 221)')
     p.add_argument('--runs', type=int, default=5)
@@ -57,6 +58,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
+    if a.amps is None: a.amps = ['none'] + (['bf16'] if native_bf16(dev) else [])
     model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
     rows = []

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 
 # %% auto #0
-__all__ = ['AudioConfig', 'AudioError', 'read_audio', 'to_mono', 'resample', 'crop_window', 'AudioFrontEnd']
+__all__ = ['AudioConfig', 'AudioError', 'read_audio', 'to_mono', 'resample', 'window_start', 'crop_window', 'AudioFrontEnd']
 
 # %% ../nbs/01_audio.ipynb #a79f00ea
 @dataclass
@@ -42,12 +42,14 @@ class AudioError(ValueError):
     "A clip that cannot be used, with the file and the reason in the message."
 
 def read_audio(
-    path:str|Path,   # an audio file soundfile can read (wav, flac, ogg)
+    path:str|Path,        # an audio file soundfile can read (wav, flac, ogg)
+    start:int=0,          # first frame to read
+    stop:int|None=None,   # one past the last frame (None: to the end)
 )->tuple[torch.Tensor,int]: # (channels, samples) float32 in [-1, 1], and its sample rate
-    "Read `path` as a float32 `(channels, samples)` tensor; raise `AudioError` naming the file on any problem."
+    "Read `path` (or frames `[start, stop)` of it) as a float32 `(channels, samples)` tensor; raise `AudioError` naming the file on any problem."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: audio file not found")
-    try: data, sr = sf.read(str(path), dtype='float32', always_2d=True)
+    try: data, sr = sf.read(str(path), start=start, stop=stop, dtype='float32', always_2d=True)
     except Exception as e: raise AudioError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from None
     if data.shape[0] == 0: raise AudioError(f"{path}: audio has no samples")
     if not np.isfinite(data).all(): raise AudioError(f"{path}: audio contains NaN or infinite samples")
@@ -67,6 +69,11 @@ def resample(wav:torch.Tensor, sr:int, new_sr:int)->torch.Tensor:
     "Band-limited resampling of a `(..., samples)` waveform (the resampler is built once per rate pair)."
     return wav if sr == new_sr else _resampler(int(sr), int(new_sr))(wav)
 
+def window_start(length:int, n:int, start:int|None=None)->int:
+    "First sample of the `n`-sample window of a clip of `length ≥ n` samples: centred by default, clamped inside the clip."
+    if start is None: start = max(length//2 - n//2, 0)
+    return min(max(int(start), 0), length - n)
+
 def crop_window(
     wav:torch.Tensor,        # (samples,) mono waveform
     n:int,                   # window length in samples
@@ -74,8 +81,7 @@ def crop_window(
 )->torch.Tensor:             # (n,)
     "The `n`-sample window starting at `start` (centre by default); short clips are tiled first."
     if wav.numel() < n: wav, start = wav.repeat(math.ceil(n/wav.numel())), (start or 0)
-    if start is None: start = max(wav.numel()//2 - n//2, 0)
-    start = min(max(int(start), 0), wav.numel()-n)
+    start = window_start(wav.numel(), n, start)
     return wav[start:start+n]
 
 # %% ../nbs/01_audio.ipynb #69031028
@@ -105,7 +111,25 @@ class AudioFrontEnd(torch.nn.Module):
         S = self.stft(wav)*self.psd_scale
         return (torch.log(S + self.cfg.log_eps)/self.cfg.scale).unsqueeze(-3)
 
+    def read_window(self, path:str|Path, start_s:float|None=None)->torch.Tensor:
+        """File → the mono `(n_samples,)` window at `sample_rate`, equal to `waveform(*read_audio(path), start_s)` but
+        reading and resampling only the part of the file the window needs (plus the resampling filter's reach)."""
+        c, path = self.cfg, Path(path)
+        try: info = sf.info(str(path))
+        except Exception: return self.waveform(*read_audio(path), start_s)   # read_audio names the problem
+        sr, L, n = int(info.samplerate), int(info.frames), c.n_samples
+        g = math.gcd(sr, c.sample_rate); P, Q = sr//g, c.sample_rate//g    # P input samples ↔ Q output samples
+        out_len = math.ceil(Q*L/P)                                         # length of the whole clip resampled
+        if L <= 0 or out_len < n: return self.waveform(*read_audio(path), start_s)   # unknown length / tiled clip
+        k = window_start(out_len, n, None if start_s is None else int(start_s*c.sample_rate))
+        if sr == c.sample_rate: return to_mono(read_audio(path, k, k + n)[0].float())
+        rs = _resampler(sr, c.sample_rate)       # its sinc kernel reaches `width` input samples each side of a block
+        pad = -(-(rs.width + P)//P) + 1          # blocks of margin
+        b0, b1 = max(k//Q - pad, 0), (k + n - 1)//Q + pad + 1
+        wav, _ = read_audio(path, b0*P, min(b1*P, L))
+        x = resample(to_mono(wav.float()), sr, c.sample_rate)
+        return x[k - b0*Q: k - b0*Q + n]
+
     def load(self, path:str|Path, start_s:float|None=None)->torch.Tensor:
         "File → `(1, F, T)` network input."
-        wav, sr = read_audio(path)
-        return self(self.waveform(wav, sr, start_s))
+        return self(self.read_window(path, start_s))

@@ -20,8 +20,8 @@ from .metrics import corrupt_boxes
 
 # %% auto #0
 __all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_rows', 'read_ids', 'corrupt_box',
-           'load_vggss_boxes', 'boxes_to_gt', 'wav_truncation', 'load_waveform', 'Source', 'Record', 'collate',
-           'AVDataset', 'DataConfig', 'build_dataset', 'make_dataset', 'HygieneReport', 'hygiene_report',
+           'load_vggss_boxes', 'boxes_to_gt', 'wav_truncation', 'load_waveform', 'load_window', 'Source', 'Record',
+           'collate', 'AVDataset', 'DataConfig', 'build_dataset', 'make_dataset', 'HygieneReport', 'hygiene_report',
            'reference_hygiene']
 
 # %% ../nbs/21_data.ipynb #69ea2be6
@@ -99,18 +99,37 @@ def wav_truncation(path:str|Path)->str|None:
                 return None
             f.seek(n + (n & 1), 1)
 
+def _check_audio_file(path:Path):
+    if path.exists() and path.stat().st_size == 0: raise AudioError(f"{path}: audio file is empty (0 bytes)")
+    if path.exists() and (why := wav_truncation(path)): raise AudioError(f"{path}: {why}")
+
+def _check_silent(path:Path, wav:torch.Tensor, allow_silent:bool, where:str=''):
+    if not allow_silent and not bool(wav.abs().max() > 0):
+        raise AudioError(f"{path}: audio is silent (all samples are zero){where}; pass allow_silent=True to use silent clips")
+
 def load_waveform(
     path:str|Path,            # audio file
     allow_silent:bool=False,  # accept all-zero audio
 )->tuple[torch.Tensor, int]:  # (channels, samples) float32 and its rate
-    "`read_audio` plus the data-set checks (empty file, truncated WAV, silence), each error naming the file."
+    "The whole clip: `read_audio` plus the data-set checks (empty file, truncated WAV, silence), each error naming the file."
     path = Path(path)
-    if path.exists() and path.stat().st_size == 0: raise AudioError(f"{path}: audio file is empty (0 bytes)")
-    if path.exists() and (why := wav_truncation(path)): raise AudioError(f"{path}: {why}")
+    _check_audio_file(path)
     wav, sr = read_audio(path)
-    if not allow_silent and not bool(wav.abs().max() > 0):
-        raise AudioError(f"{path}: audio is silent (all samples are zero); pass allow_silent=True to use silent clips")
+    _check_silent(path, wav, allow_silent)
     return wav, sr
+
+def load_window(
+    path:str|Path,            # audio file
+    frontend:AudioFrontEnd,   # the front end whose window is wanted
+    start_s:float|None=None,  # window start (s); None = the centre window
+    allow_silent:bool=False,  # accept an all-zero window
+)->torch.Tensor:              # (n_samples,) mono window at the front end's rate
+    "The network's audio window of a file with the data-set checks; only the window's part of the file is read and judged."
+    path = Path(path)
+    _check_audio_file(path)
+    wav = frontend.read_window(path, start_s)
+    _check_silent(path, wav, allow_silent, f" in the {frontend.cfg.seconds:g} s window the model reads")
+    return wav
 
 # %% ../nbs/21_data.ipynb #addf873e
 @dataclass
@@ -186,8 +205,7 @@ class AVDataset(Dataset):
             g = self._gt(s) if s.has_gt else None
             x, g = self.tfm(img, g)
             imgs.append(x); gts.append(g)
-            w, sr = load_waveform(s.audio, self.allow_silent)
-            w = self.frontend.waveform(w, sr, s.start_s)
+            w = load_window(s.audio, self.frontend, s.start_s, self.allow_silent)   # reads only the window's part
             wav = w if wav is None else wav + w
         n, has_gt = len(r.sources), all(g is not None for g in gts)
         gt = torch.zeros(n, S, n*S)
