@@ -50,13 +50,16 @@ reproduce: setup
 	bash tools/reproduce.sh
 
 ## bench: the benchmark suite (train step of every method, data loader, inference, metrics) -> bench/out/bench.{json,md}
+##        another machine: make bench BENCH_OUT=bench/out/<machine> (a section of its own in the report)
+BENCH_OUT ?= bench/out
+BENCH_TRAIN_ARGS ?=
 bench: setup
-	mkdir -p bench/out
-	python bench/bench_train.py --out bench/out/train.json
-	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out bench/out/loader.json
-	if [ -d data/embedded/vggsound ]; then python bench/bench_loader.py --root data/embedded/vggsound --split train --limit 400 --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out bench/out/loader_embedded.json; fi
-	python bench/bench_inference.py --out bench/out/inference.json
-	python bench/bench_metrics.py --out bench/out/metrics.json
+	mkdir -p $(BENCH_OUT)
+	python bench/bench_train.py $(BENCH_TRAIN_ARGS) --out $(BENCH_OUT)/train.json
+	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out $(BENCH_OUT)/loader.json
+	if [ -d data/embedded/vggsound ]; then python bench/bench_loader.py --root data/embedded/vggsound --split train --limit 400 --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out $(BENCH_OUT)/loader_embedded.json; fi
+	python bench/bench_inference.py --out $(BENCH_OUT)/inference.json
+	python bench/bench_metrics.py --out $(BENCH_OUT)/metrics.json
 	python bench/report.py
 
 ## readme: README.md from nbs/index.ipynb

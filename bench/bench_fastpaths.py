@@ -1,6 +1,8 @@
-"""Do the fast defaults change the results? (issue 9). Trains M2VSL with the default profile (params.yaml: bf16
-autocast, channels_last, MMT width `model.mmt_dim`) and once more with each fast path switched off, on the same data
-and seed, then scores every run with the package's `evaluate()` on the single-source and S4 test sets.
+"""Do the fast defaults change the results? (issue 9). Trains M2VSL with the default profile (params.yaml: `amp: auto`,
+i.e. bf16 autocast where the CPU has native bf16, channels_last, MMT width `model.mmt_dim`) and once more with each fast
+path switched off, on the same data and seed, then scores every run with the package's `evaluate()` on the
+single-source and S4 test sets. (On a CPU without native bf16 the default already is fp32, so the `fp32` variant
+repeats it.)
 
     python bench/bench_fastpaths.py --out bench/out/fastpaths.json          # 5 trainings: about 15 min on 2 cores
 

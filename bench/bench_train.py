@@ -85,17 +85,18 @@ def run_size(size:int, a)->list:
     model_kw = profile_model(prof)
     C = a.num_classes
     batch = make_batch(a.batch, size, F, T, C)
-    specs = [dict(label=m, method=m) for m in a.methods]
+    names = a.methods if size != 224 or not a.methods_224 else [m for m in a.methods if m in a.methods_224]
+    specs = [dict(label=m, method=m) for m in names]
     if not a.no_extras:
         for m in ('m2vsl', 'ezvsl'):
-            if m not in a.methods: continue
+            if m not in names: continue
             if DEFAULT_AMP == 'bf16': specs.append(dict(label=f'{m} fp32', method=m, amp='none'))
             specs.append(dict(label=f'{m} channels_last off', method=m, channels_last=False))
             if a.compile and size in a.compile_sizes:
                 specs.append(dict(label=f'{m} torch.compile', method=m, compile=True))
-        if 'm2vsl' in a.methods and size == 224 and a.classes_221:
+        if 'm2vsl' in names and size == 224 and a.classes_221:
             specs.append(dict(label='m2vsl 221 classes', method='m2vsl', num_classes=221))
-        if 'm2vsl' in a.methods and model_kw.get('mmt_dim'):
+        if 'm2vsl' in names and model_kw.get('mmt_dim'):
             specs.append(dict(label='m2vsl mmt_dim=D', method='m2vsl', model_kw={**model_kw, 'mmt_dim': None}))
     runners = []
     for s in specs:
@@ -129,6 +130,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--sizes', type=int, nargs='+', default=[96, 224])
     p.add_argument('--methods', nargs='+', default=ALL)
+    p.add_argument('--methods-224', nargs='+', default=None, help='only these of --methods at 224 px (a slow CPU)')
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--num-classes', type=int, default=10, help='class tokens (the embedded benchmark has 10)')
     p.add_argument('--runs', type=int, default=5)
@@ -144,6 +146,7 @@ def main(argv=None):
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if 'ezvsl' in a.methods: a.methods = ['ezvsl'] + [m for m in a.methods if m != 'ezvsl']
+    if a.methods_224 and 'ezvsl' in a.methods and 'ezvsl' not in a.methods_224: a.methods_224 = ['ezvsl', *a.methods_224]
     t0 = time.time()
     rows = [r for s in a.sizes for r in run_size(s, a)]
     rec = dict(bench='train_step', rows=rows, machine=dict(

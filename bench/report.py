@@ -3,6 +3,9 @@
 record is reported as missing, nothing is filled in. The issue-9 targets are computed from the measured figures
 (they are reported, not asserted: benchmarks measure).
 
+Records of other machines live in subfolders (`make bench BENCH_OUT=bench/out/<machine>`); each gets its own section
+after the main one, with its own targets, since figures from different machines are not comparable.
+
     python bench/report.py            # after `make bench`
 """
 import json, sys
@@ -11,8 +14,8 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent/'out'
 
 
-def load(name):
-    p = OUT/f'{name}.json'
+def load(name, d=OUT):
+    p = d/f'{name}.json'
     if not p.exists(): return None
     txt = p.read_text()
     return json.loads(txt[txt.index('{'):])   # the loader/inference scripts print progress lines first
@@ -47,9 +50,10 @@ def loader_rows(lo, tr, targets, key):
     return rows + ['']
 
 
-def main():
-    tr, lo, inf, me = (load(n) for n in ('train', 'loader', 'inference', 'metrics'))
-    md, targets = ['# Benchmarks', ''], {}
+def render(folder:Path, h:str='###')->tuple:
+    "The markdown lines, targets and record set of one folder of records (`h`: the level of its section headings)."
+    tr, lo, inf, me = (load(n, folder) for n in ('train', 'loader', 'inference', 'metrics'))
+    md, targets = [], {}
     machine = None
     if tr:
         m = tr['machine']
@@ -57,7 +61,11 @@ def main():
         if 'cpu_capability' in m:
             machine += (f"; CPU kernels {m['cpu_capability']}, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
                         f"so `amp: auto` trains in {m['default_amp']}")
-        md += [f'Machine: {machine}.', '', '### Training step (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
+        else:   # records from before those fields: what their own fp32 rows say
+            fps = [r["speed_vs_default"] for r in tr["rows"] if r["label"].endswith(" fp32") and r.get("speed_vs_default")]
+            if fps: machine += (f"; bf16 autocast ran {1/max(fps):.1f}–{1/min(fps):.1f}× faster than fp32 there, i.e. the CPU "
+                               f"has native bf16 (the record predates the CPU-name field)")
+        md += [f'Machine: {machine}.', '', f'{h} Training step' + ' (batch %d, %s)' % (tr['rows'][0]['batch'], tr['protocol']), '']
         md += train_table(tr)
         md += ['', f"Peak RSS of the training benchmark: {tr['peak_rss_mb']:.0f} MB.", '']
         for size in sorted({r['size'] for r in tr['rows']}):
@@ -67,19 +75,19 @@ def main():
                                                                    met=rows['m2vsl']['ratio_to_ezvsl'] <= 1.15)
     else: md += ['Training benchmark: no record (run `python bench/bench_train.py --out bench/out/train.json`).', '']
     if lo:
-        md += ['### Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
+        md += [f'{h} Data loader', '', f"{lo['clips']} clips written like prepared VGGSound (640×360 JPEG, 10 s 22,050 Hz "
                f"wav) → {lo['image_size']} px, {lo['audio_shape']} spectrogram, batch {lo['batch']}; "
                f"median of {lo.get('runs', 1)} passes after a warm-up.", '']
         md += loader_rows(lo, tr, targets, 'loader')
         md += [f"Peak RSS: {lo['peak_rss_mb']:.0f} MB." if 'peak_rss_mb' in lo else '', '']
     else: md += ['Data loader: no record.', '']
-    le = load('loader_embedded')
+    le = load('loader_embedded', folder)
     if le:
         md += [f"The same loader on the embedded benchmark the default pipeline trains on ({le['clips']} clips of "
                f"`{le.get('root', 'data/embedded/vggsound')}`, its {le['split']} transform):", '']
         md += loader_rows(le, tr, targets, 'embedded_loader')
     if inf:
-        md += ['### Inference (M2VSL, model + fused map)', '',
+        md += [f'{h} Inference (M2VSL, model + fused map)', '',
                f"dim {inf['model']['dim']}, {inf['model']['num_classes']} classes"
                + (f", mmt_dim {inf['model'].get('mmt_dim')}" if inf['model'].get('mmt_dim') else '')
                + f"; {inf['device']}, {inf['torch_threads']} threads.", '',
@@ -98,15 +106,15 @@ def main():
                                                           amp=d[0]['amp'])
     else: md += ['Inference: no record.', '']
     if me:
-        md += ['### Metrics', '', f"All single-source metrics on {me['n_maps']} maps of {me['map_size'][0]}×{me['map_size'][1]} px: "
+        md += [f'{h} Metrics', '', f"All single-source metrics on {me['n_maps']} maps of {me['map_size'][0]}×{me['map_size'][1]} px: "
                f"{me['seconds_median']:.1f} s median of {me['runs']} ({me['maps_per_second']:.0f} maps/s)"
                + (f", min {min(me['seconds_all']):.1f}, max {max(me['seconds_all']):.1f}" if me.get('seconds_all') else '') + '.', '']
     else: md += ['Metrics: no record.', '']
-    fp = load('fastpaths')
+    fp = load('fastpaths', folder)
     if fp:
         keys = [k for k in fp['rows'][0] if isinstance(fp['rows'][0][k], dict)]
         cols = [(s, k) for s in keys for k in fp['rows'][0][s]]
-        md += ['### Do the fast defaults change the results?', '',
+        md += [f'{h} Do the fast defaults change the results?', '',
                f"M2VSL trained with the `{fp.get('profile')}` profile, then once per fast path switched off (same data and "
                "seed); the default is also trained with other seeds, whose spread (max − min) is the run-to-run variation. "
                "Metrics in % on the single-source test set and AVSBench-S4 (`bench/bench_fastpaths.py`).", '',
@@ -118,12 +126,22 @@ def main():
             md.append('| *seed spread of the default* | | | ' + ' | '.join(f"{100*fp['seed_spread'][f'{s}/{k}']:.1f}" for s, k in cols) + ' |')
         md.append('')
     if targets:
-        md += ['### Issue 9 targets (computed from the figures above)', '', '| target | measured | goal | met |', '|---|---|---|---|']
+        md += [f'{h} Issue 9 targets (computed from the figures above)', '', '| target | measured | goal | met |', '|---|---|---|---|']
         for k, v in targets.items(): md.append(f"| {k} | {v['value']:.2f} | {v['target']} | {'yes' if v['met'] else 'no'} |")
         md.append('')
+    return md, targets, dict(train=tr, loader=lo, loader_embedded=le, inference=inf, metrics=me, fastpaths=fp,
+                             targets=targets, machine=machine), machine
+
+
+def main():
+    md, targets, rec, machine = render(OUT)
+    md, others = ['# Benchmarks', ''] + md, {}
+    for d in sorted(p for p in OUT.iterdir() if p.is_dir() and (p/'train.json').exists()):
+        omd, _, orec, om = render(d, '####')
+        md += [f'### Another machine: `{d.name}`', '', f'Records in `bench/out/{d.name}/`.', ''] + omd
+        others[d.name] = orec
     (OUT/'bench.md').write_text('\n'.join(md) + '\n')
-    (OUT/'bench.json').write_text(json.dumps(dict(train=tr, loader=lo, loader_embedded=le, inference=inf, metrics=me, fastpaths=fp, targets=targets,
-                                                  machine=machine), indent=1) + '\n')
+    (OUT/'bench.json').write_text(json.dumps(dict(**rec, other_machines=others), indent=1) + '\n')
     print('\n'.join(md))
 
 
