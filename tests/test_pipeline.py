@@ -54,3 +54,18 @@ def test_tiny_pipeline_end_to_end(scratch):
     assert '<img' in page and 'fig4_batch_size' in page          # images render offline (no vega from a CDN)
     exp = run('dvc exp run -S evaluate.centre_sigma=0.5', scratch)
     assert 'centre_prior' in exp.stdout + exp.stderr
+
+
+def test_data_hash_check_on_a_fresh_clone(tmp_path):
+    "The data check of `make reproduce` passes on matching bytes with an empty DVC cache (a fresh clone) and fails on changed ones."
+    d = tmp_path/'repo'; (d/'tools').mkdir(parents=True)
+    shutil.copy(REPO/'tools'/'data_hash.py', d/'tools')
+    (d/'data').mkdir(); (d/'data'/'a.txt').write_text('one\n'); (d/'data'/'b.bin').write_bytes(bytes(range(256)))
+    run('git init -q && dvc init -q && dvc add -q data', d)
+    shutil.rmtree(d/'.dvc'/'cache')                     # what a fresh clone has: no cache
+    assert 'not in cache' in run('dvc status data.dvc', d).stdout   # why `dvc status` cannot be the check
+    r = run('python tools/data_hash.py data.dvc', d, check=False)
+    assert r.returncode == 0 and 'matches' in r.stdout, r.stdout + r.stderr
+    (d/'data'/'a.txt').write_text('two\n')
+    r = run('python tools/data_hash.py data.dvc', d, check=False)
+    assert r.returncode == 1 and 'DIFFERS' in r.stdout, r.stdout + r.stderr
