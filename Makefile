@@ -43,7 +43,7 @@ test-fast: setup
 ## test: every test the project has, as CI runs it
 test: setup sync-check wheel-check
 	nbdev_test --n_workers 2 --flags slow
-	pytest -q --durations=20 tests
+	pytest -q -rxX --durations=20 tests
 
 ## reproduce: the main job: set up, then run the whole pipeline (dvc repro) on the embedded benchmark
 reproduce: setup
