@@ -60,7 +60,7 @@ def render(folder:Path, h:str='###')->tuple:
         machine = f"{m['processor']}, {m['cpus']} CPUs, torch {m['torch']} ({m['threads']} threads), {m['platform']}"
         if 'cpu_capability' in m:
             machine += (f"; CPU kernels {m['cpu_capability']}, native bf16 {'yes' if m['native_bf16'] else 'no'}, "
-                        f"so `amp: auto` trains in {m['default_amp']}")
+                        f"so `amp: auto` trains in {'fp32' if m['default_amp'] == 'none' else m['default_amp']}")
         else:   # records from before those fields: what their own fp32 rows say
             fps = [r["speed_vs_default"] for r in tr["rows"] if r["label"].endswith(" fp32") and r.get("speed_vs_default")]
             if fps: machine += (f"; bf16 autocast ran {1/max(fps):.1f}–{1/min(fps):.1f}× faster than fp32 there, i.e. the CPU "
