@@ -61,5 +61,5 @@ register(Method(
     name='m2vsl_model', config_cls=ModelConfig, model_cls=M2VSL,
     loss=lambda out, batch, cfg, gather=None: model_loss(out, batch, cfg, gather),
     single_map=lambda out, size, cfg, classes=None: localization_map(out, size, classes, cfg.map_mmt_weight),
-    source_maps=lambda out, size, cfg, classes: source_maps(out, size, classes, cfg.map_mmt_weight),
+    source_maps=lambda out, size, cfg, classes: source_maps(out, size, classes, cfg.source_mmt_weight),
     presets=VARIANTS, doc='M2VSL and its ablations (MMC / MMT switches) and EZ-VSL'))

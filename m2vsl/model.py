@@ -35,7 +35,8 @@ class ModelConfig:
     cls_weight:float=1.0           # weight of the class loss (0 = no class tokens: self-supervised)
     tau:float=0.03                 # temperature of the contrastive loss (EZ-VSL's; the paper gives none)
     cls_tau:float=0.1              # temperature of the class-token/patch similarities
-    map_mmt_weight:float=0.5       # share of the class-aware (MMT) map in the fused localization map
+    map_mmt_weight:float=0.0       # share of the class-aware (MMT) map in the single-source map (0: the paper's sim(A, V^s))
+    source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
     pretrained:bool=False          # ImageNet weights for the visual ResNet18 (must be cached locally)
     channels_last:bool=True        # memory format of the CNN streams (faster on CPU with bf16 and on GPU)
 
@@ -250,7 +251,7 @@ def localization_map(
     out:dict,                 # `M2VSL.forward` output
     size:tuple,               # (H, W) of the image
     classes:torch.Tensor|None=None,  # (B,) class whose map enters the fusion; None = the top predicted class
-    mmt_weight:float=0.5,     # share of the class-aware map
+    mmt_weight:float=0.0,     # share of the class-aware map (0: the MMC map alone, the report's output)
 )->torch.Tensor:              # (B, H, W) fused map in [0, 1]
     "The fused single-source localization map (min–max normalised)."
     av = av_map(out, size)
@@ -264,7 +265,7 @@ def source_maps(
     out:dict,                 # `M2VSL.forward` output
     size:tuple,               # (H, W)
     classes:torch.Tensor,     # (B, K) class of each source
-    mmt_weight:float=0.5,
+    mmt_weight:float=0.5,     # share of the class-aware map in each source's map
 )->torch.Tensor:              # (B, K, H, W)
     "Class-aware map for each source class; without class tokens every source gets the same (class-agnostic) map."
     return torch.stack([localization_map(out, size, classes[:, k], mmt_weight) for k in range(classes.shape[1])], 1)
