@@ -8,17 +8,19 @@ model, maps resized to the original 320x240 frame). Prints JSON.
     python bench/bench_inference.py --num-classes 221 --mmt-dim 0   # the paper's width with VGGSound's classes
     python bench/bench_inference.py --device cuda --batches 1 32 --runs 20
 """
-import argparse, inspect, json, os, platform, resource, statistics, time
+import argparse, inspect, json, os, resource, statistics, time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
 from m2vsl.inference import Localizer
 from m2vsl.train import autocast, native_bf16, resolve_amp
+from bench_train import cpu_name
 
 AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)
     'paper': dict(sample_rate=22050, seconds=3.0, n_fft=512, win_length=512, hop_length=221),
@@ -36,6 +38,19 @@ def timeit(fn, dev, warmup, runs):
     for _ in range(runs):
         t = time.perf_counter(); fn(); sync(dev); ts.append(time.perf_counter() - t)
     return statistics.median(ts), ts
+
+
+def gflop(fn)->float:
+    "GFLOP (multiply-adds count 2) of one call, counted by torch's FlopCounterMode (convolutions, matmuls, attention)."
+    with FlopCounterMode(display=False) as fc: fn()
+    return fc.get_total_flops()/1e9
+
+
+def gemm_gflops(dev, n:int=2048, runs:int=5)->dict:
+    "The machine's fp32 matrix-multiply speed (an n×n×n GEMM, median of `runs`): what the kernels can reach at best."
+    x, y = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    med, ts = timeit(lambda: x @ y, dev, 2, runs)
+    return dict(n=n, gflops_median=round(2*n**3/med/1e9, 1), gflops_best=round(2*n**3/min(ts)/1e9, 1))
 
 
 def main(argv=None):
@@ -61,11 +76,15 @@ def main(argv=None):
     if a.amps is None: a.amps = ['none'] + (['bf16'] if native_bf16(dev) else [])
     model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
+    gemm = gemm_gflops(dev)
+    print(json.dumps(dict(fp32_gemm=gemm)), flush=True)
     rows = []
     for conf in a.configs:
         S, aname = int(conf.split(':')[0]), conf.split(':')[1]
         acfg = AudioConfig(**AUDIO[aname])
         loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev)
+        one = {'image': torch.randn(1, 3, S, S).to(dev), 'audio': torch.randn(1, *acfg.shape).to(dev)}
+        with torch.no_grad(): gf = gflop(lambda: method.single_map(model(one), (S, S), mcfg))   # per frame
         for B in a.batches:
             g = torch.Generator().manual_seed(0)
             batch = {'image': torch.randn(B, 3, S, S, generator=g).to(dev), 'audio': torch.randn(B, *acfg.shape, generator=g).to(dev)}
@@ -76,7 +95,7 @@ def main(argv=None):
                         return method.single_map(out, (S, S), mcfg)
                 med, ts = timeit(step, dev, a.warmup, a.runs)
                 rows.append(dict(kind='model+map', size=S, audio_frontend=aname, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
-                                 fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2),
+                                 gflop_per_frame=round(gf, 3), gflops=round(gf*B/med, 1), fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2),
                                  ms_max=round(1e3*max(ts), 2), runs=a.runs))
                 print(json.dumps(rows[-1]), flush=True)
                 if not a.no_e2e:
@@ -90,7 +109,7 @@ def main(argv=None):
                                      ms_min=round(1e3*min(ts), 2), ms_max=round(1e3*max(ts), 2), runs=max(2, a.runs//2)))
                     print(json.dumps(rows[-1]), flush=True)
     info = dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
-                cpu=platform.processor() or platform.machine(), torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                cpu=cpu_name(), fp32_gemm=gemm, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
                 torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, mmt_dim=mcfg.mmt_dim,
                                                     channels_last=mcfg.channels_last),
                 warmup=a.warmup, default_amp=inspect.signature(Localizer).parameters['amp'].default,

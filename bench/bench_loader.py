@@ -7,7 +7,7 @@
 Without --root it writes N synthetic clips shaped like prepared VGGSound data (640×360 JPEG frames, 10 s mono
 22,050 Hz 16-bit wavs) to a temporary folder. Prints one JSON object.
 """
-import argparse, json, os, platform, resource, statistics, tempfile, time
+import argparse, json, os, resource, statistics, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from PIL import Image
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
 from m2vsl.data import make_dataset, collate
+from bench_train import cpu_name
 
 
 def write_clips(root:Path, n:int, seed:int=0):
@@ -69,7 +70,7 @@ def main():
         x = ds[0]
         res = {'root': str(a.root) if a.root else None, 'image_size': a.size, 'audio_cfg': vars(acfg), 'audio_shape': list(x['audio'].shape),
                'image_shape': list(x['image'].shape), 'clips': len(ds), 'batch': a.batch, 'split': a.split,
-               'cpus': os.cpu_count(), 'load_avg_1m': round(os.getloadavg()[0], 2), 'torch_threads_main': torch.get_num_threads(), 'machine': platform.processor() or platform.machine(),
+               'cpus': os.cpu_count(), 'load_avg_1m': round(os.getloadavg()[0], 2), 'torch_threads_main': torch.get_num_threads(), 'machine': cpu_name(),
                'runs': a.runs}
         runs = {str(w): [measure(ds, w, a.batch) for _ in range(a.runs)] for w in a.workers}
         res['clips_per_s'] = {w: round(statistics.median(v), 1) for w, v in runs.items()}
