@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import VisualEncoder, AudioEncoder, resnet18, minmax, _up
+from .model import VisualEncoder, AudioEncoder, resnet18, minmax, upsample, upsampling
 from .losses import class_loss
 from .methods import Method, register
 
@@ -31,6 +31,8 @@ class BaselineConfig:
     image_stage:int=4              # ResNet18 stage read for the visual map (4: 7×7 at 224 px; 3: 14×14)
     pretrained:bool=False          # ImageNet weights for the visual ResNet18 (must be cached locally)
     channels_last:bool=True        # memory format of the CNN streams
+    map_upsample:str='bilinear'    # `m2vsl.model.upsample` mode of the maps ('bilinear' | 'bicubic')
+    map_align_corners:bool=True    # its corner convention (True: EZ-VSL's test.py)
 
     def to_dict(self)->dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
     @classmethod
@@ -103,7 +105,7 @@ def attention10k_loss(out:dict, batch:dict, cfg:Attention10kConfig, gather:Calla
 
 def attention10k_map(out:dict, size, cfg, classes=None)->torch.Tensor:
     "`(B,H,W)`: the attention α, upsampled and min–max normalised."
-    return minmax(_up(out['att'][:, None], size)[:, 0])
+    return minmax(upsample(out['att'][:, None], size, **upsampling(cfg))[:, 0])
 
 # %% ../nbs/50_baselines.ipynb #5d8732d2
 @dataclass
@@ -127,7 +129,7 @@ class OTS(_AVBackbone):
 
 def ots_map(out:dict, size, cfg, classes=None)->torch.Tensor:
     "`(B,H,W)`: σ of the per-location score of the clip's own pair, upsampled and min–max normalised."
-    return minmax(_up(torch.sigmoid(out['score'].float())[:, None], size)[:, 0])
+    return minmax(upsample(torch.sigmoid(out['score'].float())[:, None], size, **upsampling(cfg))[:, 0])
 
 # %% ../nbs/50_baselines.ipynb #9dbd1e44
 def _ots_logits(v, a_all, w, b):
@@ -186,7 +188,7 @@ def lvs_loss(out:dict, batch:dict, cfg:LVSConfig, gather:Callable|None=None)->tu
 
 def lvs_map(out:dict, size, cfg, classes=None)->torch.Tensor:
     "`(B,H,W)`: the own pair's cosine map, upsampled and min–max normalised (LVS's test rule)."
-    return minmax(_up(out['cos'][:, None], size)[:, 0])
+    return minmax(upsample(out['cos'][:, None], size, **upsampling(cfg))[:, 0])
 
 # %% ../nbs/50_baselines.ipynb #9af5bd4a
 @dataclass
@@ -245,7 +247,7 @@ def cam_source_maps(out:dict, size, cfg:CAMConfig, classes)->torch.Tensor:
     rank = cam_ranking(out, cfg)[:, :K]
     c = torch.where(classes >= 0, classes, rank)
     m = out['cam'][torch.arange(B, device=c.device)[:, None], c]          # (B, K, h, w)
-    return minmax(_up(m, size))
+    return minmax(upsample(m, size, **upsampling(cfg)))
 
 def cam_map(out:dict, size, cfg:CAMConfig, classes=None)->torch.Tensor:
     "`(B,H,W)`: the CAM of the given class (or of the top class by `cfg.class_from`)."
@@ -305,7 +307,7 @@ class ObjectPrior(nn.Module):
     def forward(self, image:torch.Tensor, size=None)->torch.Tensor:
         "`(B,3,H,W)` ImageNet-normalised images → `(B, *size)` prior in [0, 1] (size defaults to the image's)."
         f = self.trunk(image.float()).abs().mean(1, keepdim=True)
-        return minmax(_up(f, size or image.shape[-2:])[:, 0])
+        return minmax(upsample(f, size or image.shape[-2:])[:, 0])   # EZ-VSL's OGL: bilinear, align_corners=True
 
 def ogl_mix(
     av:torch.Tensor,      # (B, H, W) or (B, K, H, W) method maps

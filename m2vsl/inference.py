@@ -17,7 +17,7 @@ from safetensors.torch import save_file, load_file
 import m2vsl.methods as _methods
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
-from .model import minmax, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
+from .model import minmax, upsample, upsampling, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
 from .train import TrainConfig, autocast, resolve_amp
 from .evaluate import model_from_checkpoint
 from .data import _classes_file
@@ -102,12 +102,12 @@ def fuse(
     t = lambda x: torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
     return _fuse(t(av), t(cm), w).numpy()
 
-def _resize(m:torch.Tensor, hw:tuple)->np.ndarray:
-    "`(..., h, w)` → `(..., H, W)` bilinear (align_corners, as the model's own upsampling), clipped to [0, 1]."
+def _resize(m:torch.Tensor, hw:tuple, mode:str='bilinear', align_corners:bool=True)->np.ndarray:
+    "`(..., h, w)` → `(..., H, W)` with `m2vsl.model.upsample` (the model's own convention), clipped to [0, 1]."
     x = m.float()
     if tuple(x.shape[-2:]) != tuple(hw):
         sh = x.shape[:-2]
-        x = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=tuple(hw), mode='bilinear', align_corners=True)
+        x = upsample(x.reshape(-1, 1, *x.shape[-2:]), hw, mode, align_corners)
         x = x.reshape(*sh, *hw)
     return x.clamp(0, 1).cpu().numpy().astype(np.float32)
 
@@ -175,26 +175,26 @@ class Localizer:
         x = torch.stack([self.transform(im)[0] for im in images]).to(self.device)
         with autocast(self.amp, self.device):
             out = self.model({'image': x, 'audio': specs.to(self.device)})
-        S = tuple(x.shape[-2:])
+        S, how = tuple(x.shape[-2:]), upsampling(getattr(self.model, 'cfg', None))   # the model's upsampling convention
         fused = self.method.single_map(out, S, getattr(self.model, 'cfg', None)).float()
         scales = {}
         if isinstance(out.get('v'), dict) and out['v'] and 'a' in out:
-            cos = {s: _av_map({'v': {s: v}, 'a': out['a']}, S) for s, v in out['v'].items()}   # the model's own map rule
-            scales['mmc'] = minmax(_av_map(out, S))
+            cos = {s: _av_map({'v': {s: v}, 'a': out['a']}, S, **how) for s, v in out['v'].items()}   # the model's own map rule
+            scales['mmc'] = minmax(_av_map(out, S, **how))
             scales.update({int(s): minmax(c) for s, c in cos.items()})
         probs = torch.sigmoid(out['cls_logits'].float()) if 'cls_logits' in out else None
         res = []
         for i, im in enumerate(images):
             hw = (im.size[1], im.size[0])
-            loc = Localization(map=_resize(fused[i], hw), size=hw, scales={k: _resize(v[i], hw) for k, v in scales.items()})
+            loc = Localization(map=_resize(fused[i], hw, **how), size=hw, scales={k: _resize(v[i], hw, **how) for k, v in scales.items()})
             if probs is not None:
                 p = probs[i].cpu()
                 loc.scores = p.numpy()
                 idx = p.argsort(descending=True)[:top_k].tolist()
                 loc.top = [{'index': j, 'name': self.class_names[j], 'score': round(float(p[j]), 4)} for j in idx]
                 if class_maps and 'class_maps' in out:
-                    cm = minmax(_class_maps({'class_maps': out['class_maps'][i:i+1, idx]}, S)[0])
-                    loc.class_maps = dict(zip(idx, _resize(cm, hw)))
+                    cm = minmax(_class_maps({'class_maps': out['class_maps'][i:i+1, idx]}, S, **how)[0])
+                    loc.class_maps = dict(zip(idx, _resize(cm, hw, **how)))
             res.append(loc)
         return res
 

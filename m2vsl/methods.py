@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 import torch
-from .model import M2VSL, ModelConfig, VARIANTS, variant, localization_map, source_maps
+from .model import M2VSL, ModelConfig, VARIANTS, variant, localization_map, source_maps, upsampling
 from .losses import model_loss
 
 # %% auto #0
@@ -60,6 +60,6 @@ def build(name:str, **overrides)->tuple:
 register(Method(
     name='m2vsl_model', config_cls=ModelConfig, model_cls=M2VSL,
     loss=lambda out, batch, cfg, gather=None: model_loss(out, batch, cfg, gather),
-    single_map=lambda out, size, cfg, classes=None: localization_map(out, size, classes, cfg.map_mmt_weight),
-    source_maps=lambda out, size, cfg, classes: source_maps(out, size, classes, cfg.source_mmt_weight),
+    single_map=lambda out, size, cfg, classes=None: localization_map(out, size, classes, cfg.map_mmt_weight, **upsampling(cfg)),
+    source_maps=lambda out, size, cfg, classes: source_maps(out, size, classes, cfg.source_mmt_weight, **upsampling(cfg)),
     presets=VARIANTS, doc='M2VSL and its ablations (MMC / MMT switches) and EZ-VSL'))

@@ -15,9 +15,9 @@ from torch.nn.attention import sdpa_kernel, SDPBackend
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STAGE_CH', 'ModelConfig', 'variant', 'resnet18', 'ProjectedFeatures', 'dense', 'cosines', 'paired_cosine',
-           'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'minmax', 'av_map', 'fuse',
-           'class_maps', 'localization_map', 'source_maps']
+__all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'resnet18', 'ProjectedFeatures', 'dense',
+           'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'upsample',
+           'upsampling', 'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -37,6 +37,8 @@ class ModelConfig:
     cls_tau:float=0.1              # temperature of the class-token/patch similarities
     map_mmt_weight:float=0.0       # share of the class-aware (MMT) map in the single-source map (0: the paper's sim(A, V^s))
     source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
+    map_upsample:str='bilinear'    # how feature-grid maps reach the image size: 'bilinear' | 'bicubic' (see `upsample`)
+    map_align_corners:bool=True    # True: EZ-VSL's test.py (grid corners on the image corners); False: cell centres
     pretrained:bool=False          # ImageNet weights for the visual ResNet18 (must be cached locally)
     channels_last:bool=True        # memory format of the CNN streams (faster on CPU with bf16 and on GPU)
 
@@ -225,40 +227,56 @@ class M2VSL(nn.Module):
 def n_params(m:nn.Module)->int: return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/10_model.ipynb #e5348a6a
-def _up(x:torch.Tensor, size)->torch.Tensor:
-    return F.interpolate(x.float(), size=size, mode='bilinear', align_corners=True)
+UPSAMPLE_MODES = ('bilinear', 'bicubic')
 
+def upsample(
+    x:torch.Tensor,           # (B, C, h, w) maps on a feature grid
+    size,                     # (H, W) of the image
+    mode:str='bilinear',      # 'bilinear' | 'bicubic'
+    align_corners:bool=True,  # True: EZ-VSL's test.py; False: cell centres at (i + 1/2)·stride
+)->torch.Tensor:              # (B, C, H, W) float32
+    "The one upsampling of every method's maps to the image size."
+    if mode not in UPSAMPLE_MODES: raise ValueError(f"map upsampling mode {mode!r}: choose from {UPSAMPLE_MODES}")
+    return F.interpolate(x.float(), size=tuple(size), mode=mode, align_corners=bool(align_corners))
+
+def upsampling(cfg)->dict:
+    "The `upsample` keywords a method's config asks for (`map_upsample`, `map_align_corners`; defaults for old configs)."
+    return dict(mode=getattr(cfg, 'map_upsample', 'bilinear'), align_corners=getattr(cfg, 'map_align_corners', True))
+
+# %% ../nbs/10_model.ipynb #957148ad
 def minmax(m:torch.Tensor, eps:float=1e-12)->torch.Tensor:
     "Per-map min–max normalisation over the last two axes (a constant map becomes 0)."
     lo, hi = m.amin((-2, -1), keepdim=True), m.amax((-2, -1), keepdim=True)
     return (m - lo)/(hi - lo).clamp_min(eps)
 
-def av_map(out:dict, size)->torch.Tensor|None:
+def av_map(out:dict, size, mode:str='bilinear', align_corners:bool=True)->torch.Tensor|None:
     "`(B, H, W)` MMC map: the audio-visual cosine of each contrastive stage, upsampled and averaged (None if no MMC)."
     if not out['v']: return None
-    maps = [_up(paired_cosine(v, out['a'])[:, None], size) for v in out['v'].values()]
+    maps = [upsample(paired_cosine(v, out['a'])[:, None], size, mode, align_corners) for v in out['v'].values()]
     return torch.cat(maps, 1).mean(1)
 
 def fuse(av:torch.Tensor, cm:torch.Tensor, w:float=0.5)->torch.Tensor:
     "The fusion of a class-agnostic (MMC) and a class-aware map: `minmax((1 − w)·minmax(av) + w·minmax(cm))`."
     return minmax((1 - w)*minmax(av) + w*minmax(cm))
 
-def class_maps(out:dict, size)->torch.Tensor|None:
+def class_maps(out:dict, size, mode:str='bilinear', align_corners:bool=True)->torch.Tensor|None:
     "`(B, C, H, W)` class-aware maps of every class, upsampled (None without class tokens)."
-    return None if 'class_maps' not in out else _up(out['class_maps'], size)
+    return None if 'class_maps' not in out else upsample(out['class_maps'], size, mode, align_corners)
 
 def localization_map(
     out:dict,                 # `M2VSL.forward` output
     size:tuple,               # (H, W) of the image
     classes:torch.Tensor|None=None,  # (B,) class whose map enters the fusion; None = the top predicted class
     mmt_weight:float=0.0,     # share of the class-aware map (0: the MMC map alone, the report's output)
-)->torch.Tensor:              # (B, H, W) fused map in [0, 1]
-    "The fused single-source localization map (min–max normalised)."
-    av = av_map(out, size)
+    mode:str='bilinear',      # `upsample` mode
+    align_corners:bool=True,  # `upsample` corner convention
+)->torch.Tensor:              # (B, H, W) map in [0, 1]
+    "The single-source localization map, min–max normalised: the MMC map, with `mmt_weight` of the class-aware map fused in."
+    av = av_map(out, size, mode, align_corners)
     if 'class_maps' not in out: return minmax(av)
     if classes is None: classes = out['cls_logits'].argmax(-1)
     cm = out['class_maps'][torch.arange(len(classes)), classes.clamp_min(0)][:, None]
-    cm = _up(cm, size)[:, 0]
+    cm = upsample(cm, size, mode, align_corners)[:, 0]
     return minmax(cm) if av is None else fuse(av, cm, mmt_weight)
 
 def source_maps(
@@ -266,6 +284,9 @@ def source_maps(
     size:tuple,               # (H, W)
     classes:torch.Tensor,     # (B, K) class of each source
     mmt_weight:float=0.5,     # share of the class-aware map in each source's map
+    mode:str='bilinear',      # `upsample` mode
+    align_corners:bool=True,  # `upsample` corner convention
 )->torch.Tensor:              # (B, K, H, W)
     "Class-aware map for each source class; without class tokens every source gets the same (class-agnostic) map."
-    return torch.stack([localization_map(out, size, classes[:, k], mmt_weight) for k in range(classes.shape[1])], 1)
+    return torch.stack([localization_map(out, size, classes[:, k], mmt_weight, mode, align_corners)
+                        for k in range(classes.shape[1])], 1)

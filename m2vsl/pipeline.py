@@ -48,8 +48,12 @@ def dataset(p:dict, key:str, **kw):
 
 # %% ../nbs/60_pipeline.ipynb #9cf27436
 def model_fields(method:str, model:dict)->dict:
-    "The entries of `model` that `method`'s config class has."
+    "The entries of `model` that `method`'s config class has; an entry that no method's config has is an error (a typo)."
     m, _ = _methods.resolve(method)
+    _methods.resolve('lvs')   # registers the baselines, so that every method's fields are known
+    known = {f.name for mm in _methods.METHODS.values() for f in fields(mm.config_cls)}
+    unknown = sorted(set(model or {}) - known)
+    if unknown: raise KeyError(f"params.yaml model: {unknown} is a field of no method's config (known: {sorted(known)})")
     names = {f.name for f in fields(m.config_cls)}
     return {k: v for k, v in (model or {}).items() if k in names}
 
