@@ -19,8 +19,8 @@ seed s and clips seed 3 + s (s = 0 is this test); peak-on-object share of the 48
   squares on noise instead (tests/test_baselines.py's `synth`, 48 fixed clips, 120 steps of 16): MMC map on the
   training clips 0.23 / 0.19 / 0.27 (area share 0.10), on unseen ones 0.25 / 0.41 / 0.41; 57–61 s each.
 * 2026-11-30, later session, same AMD EPYC, 1 thread per run (so seeds 0/1 read 0.35 / 0.21 for the MMC map here), a
-  script that repeats this recipe with variations. Per stage, the maps of stages 3 and 4 peak on the object for
-  0.00–0.06 of the clips whatever the seed; stage 1 reaches 0.33–0.44. Tried:
+  script that repeats this recipe with variations. With this recipe as it is, the maps of stages 3 and 4 peak on the
+  object for 0.00–0.06 of the clips and stage 1's for 0.33–0.44 (seeds 0/1). Tried (the MMC map):
   - a random shift (replicate padding) and a horizontal flip at every step, as the pipeline's train transform does.
     With 6 px of padding, seeds 0/1/2 gave 0.29 / 0.44 / 0.00. With 12 px, seeds 0–3 gave 0.58 / 0.58 / 0.00 / 0.02.
   - the same with tau 0.1: 0.29 / 0.56 / 0.56 / 0.15 / 0.29 / 0.60 for seeds 0–5. The loss then ends at only
