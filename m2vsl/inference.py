@@ -174,8 +174,9 @@ class Localizer:
         x = torch.stack([self.transform(im)[0] for im in images]).to(self.device)
         with autocast(self.amp, self.device):
             out = self.model({'image': x, 'audio': specs.to(self.device)})
-        S, how = tuple(x.shape[-2:]), upsampling(getattr(self.model, 'cfg', None))   # the model's upsampling convention
-        fused = self.method.single_map(out, S, getattr(self.model, 'cfg', None)).float()
+        S, cfg = tuple(x.shape[-2:]), getattr(self.model, 'cfg', None)
+        how = upsampling(cfg)                                                # the model's upsampling convention
+        fused = self.method.single_map(out, S, cfg).float()
         scales = {}
         if isinstance(out.get('v'), dict) and out['v'] and 'a' in out:
             cos = {s: _av_map({'v': {s: v}, 'a': out['a']}, S, **how) for s, v in out['v'].items()}   # the model's own map rule
