@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_data.ipynb #f77441af
 from __future__ import annotations
-import csv, json, logging, re, struct, warnings
+import codecs, csv, io, json, logging, re, struct, warnings
 from collections import Counter
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
+from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio, to_mono
 from .vision import ImageConfig, ImageTransform, ImageError, read_image, read_mask
 from .metrics import corrupt_boxes
 
 # %% auto #0
-__all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_rows', 'read_ids', 'corrupt_box',
+__all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_text', 'read_rows', 'read_ids', 'corrupt_box',
            'load_vggss_boxes', 'boxes_to_gt', 'wav_truncation', 'load_waveform', 'load_window', 'Source', 'Record',
            'collate', 'AVDataset', 'DataConfig', 'build_dataset', 'make_dataset', 'HygieneReport', 'hygiene_report',
            'reference_hygiene']
@@ -34,12 +34,26 @@ def class_key(name:str)->str:
     "Spelling-independent key of a class name: `'Female speech, woman speaking'` → `'female_speech_woman_speaking'`."
     return re.sub(r'[^0-9a-z]+', '_', str(name).lower()).strip('_')
 
-def read_rows(path:str|Path)->list[list[str]]:
-    "Rows of a csv/txt list (LF or CRLF), fields stripped, blank rows dropped."
+def read_text(path:str|Path, what:str='list')->str:
+    "A text file as UTF-8 (a leading byte-order mark dropped); anything else is a `DataError` naming the file and line."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: list file not found")
-    with open(path, newline='', encoding='utf-8') as f:
-        return [[c.strip() for c in r] for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not path.exists(): raise FileNotFoundError(f"{path}: {what} file not found")
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8): data = data[len(codecs.BOM_UTF8):]
+    try: return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text (byte {data[e.start]:#04x}: {e.reason}); "
+                        f"save the {what} as UTF-8") from None
+
+def read_rows(
+    path:str|Path,     # csv/txt list
+    lines:bool=False,  # return (line number, row) pairs
+)->list:               # [[field, ...], ...] or [(line, [field, ...]), ...]
+    "Rows of a csv/txt list (UTF-8 with or without a BOM; LF or CRLF), fields stripped, blank rows dropped."
+    rd = csv.reader(io.StringIO(read_text(path), newline=''))
+    out = [(rd.line_num, [c.strip() for c in r]) for r in rd if r and any(c.strip() for c in r)]
+    return out if lines else [r for _, r in out]
 
 def read_ids(path:str|Path)->list[str]:
     "The first column of a list file (ids)."
@@ -47,27 +61,44 @@ def read_ids(path:str|Path)->list[str]:
 
 # %% ../nbs/21_data.ipynb #8091d4a7
 def corrupt_box(b)->bool:
-    "Whether a normalised x1y1x2y2 box has a non-finite coordinate or one outside [0, 1]."
-    b = np.asarray(b, dtype=np.float64)
+    "Whether a normalised x1y1x2y2 box is not 4 numbers, or has a non-finite coordinate or one outside [0, 1]."
+    try: b = np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError): return True
     return b.shape != (4,) or bool(corrupt_boxes(b)[0])   # the metrics module's definition
+
+def _unusable_box(b)->str|None:
+    "Why a box cannot be drawn even clipped (not 4 numbers, or a non-finite coordinate), else None."
+    try: a = np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError): return f"box {b!r} is not a list of 4 numbers"
+    if a.shape != (4,): return f"box {b!r} has {a.size} coordinates, not 4 (x1, y1, x2, y2)"
+    if not np.isfinite(a).all(): return f"box {b!r} has a non-finite coordinate"
 
 def load_vggss_boxes(
     path:str|Path,            # vggss.json
     drop_corrupt:bool=False,  # drop corrupt boxes instead of keeping them (they are clipped when drawn)
+    invalid:dict|None=None,   # collect items with an unusable box here ({id: reason}) instead of raising
 )->tuple[dict, list]:         # ({id: {'class': str, 'bbox': (n,4) float64}}, [(id, box), ...] corrupt boxes)
-    "Read a vggss.json-style box file; return the items by id and the list of corrupt boxes."
+    """Read a vggss.json-style box file; return the items by id and the list of corrupt boxes. A box that cannot be
+    clipped (not 4 numbers, a NaN) is kept only by `drop_corrupt` (dropped); otherwise its item is a `DataError`
+    naming the file, the item and the box, or (with `invalid`) left out and recorded there."""
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: box file not found")
-    try: items = json.loads(path.read_text())
+    text = read_text(path, 'box')
+    try: items = json.loads(text)
     except Exception as e: raise DataError(f"{path}: cannot parse box json ({type(e).__name__}: {e})") from None
     out, bad = {}, []
-    for it in items:
-        boxes = []
+    for k, it in enumerate(items):
+        boxes, why = [], None
         for b in it.get('bbox', []):
             if corrupt_box(b):
-                bad.append((it['file'], list(b)))
+                bad.append((it['file'], list(b) if isinstance(b, (list, tuple)) else b))
                 if drop_corrupt: continue
+                why = why or _unusable_box(b)
             boxes.append(b)
+        if why:
+            why = (f"{path}: item {k} ({it['file']}): {why}; set drop_corrupt_boxes=True to drop corrupt boxes, "
+                   f"or on_error='skip' to skip the clip")
+            if invalid is None: raise DataError(why)
+            invalid[it['file']] = why; continue
         out[it['file']] = {'class': it.get('class'), 'bbox': np.asarray(boxes, np.float64).reshape(-1, 4)}
     return out, bad
 
@@ -104,8 +135,13 @@ def _check_audio_file(path:Path):
     if path.exists() and (why := wav_truncation(path)): raise AudioError(f"{path}: {why}")
 
 def _check_silent(path:Path, wav:torch.Tensor, allow_silent:bool, where:str=''):
-    if not allow_silent and not bool(wav.abs().max() > 0):
-        raise AudioError(f"{path}: audio is silent (all samples are zero){where}; pass allow_silent=True to use silent clips")
+    if allow_silent or bool(wav.abs().max() > 0): return
+    raw = read_audio(path)[0]   # silent down-mix: were the channels silent, or did they cancel?
+    if raw.shape[0] > 1 and bool(((raw.abs().amax(0) > 0) & (to_mono(raw) == 0)).any()):
+        raise AudioError(f"{path}: the mono down-mix cancels to silence{where}: the file's {raw.shape[0]} channels are not "
+                         f"silent but average to zero (anti-phase stereo); down-mix it another way (e.g. keep one "
+                         f"channel), or pass allow_silent=True to use the silent down-mix")
+    raise AudioError(f"{path}: audio is silent (all samples are zero){where}; pass allow_silent=True to use silent clips")
 
 def load_waveform(
     path:str|Path,            # audio file
@@ -178,9 +214,30 @@ class AVDataset(Dataset):
         self.train, self.on_error, self.allow_silent = train, on_error, allow_silent
         self.tfm = ImageTransform(self.image_cfg, train=train)
         self.skipped = list(skipped or [])   # [(id, reason)]
+        self.no_gt = []                      # [(id, reason)]: test clips whose ground truth is empty (has_gt=False)
         self._fe = None
+        self._reset_failed()
         if validate is None and on_error == 'skip': validate = 'full'
         if validate: self.validate(validate)
+
+    def _reset_failed(self):
+        # one shared byte per record, set when it fails at load time: written by data-loader workers too
+        self._failed = torch.zeros(max(len(self.records), 1), dtype=torch.uint8).share_memory_()
+
+    @property
+    def skipped(self)->list:
+        "Every skip as (id, reason), those of data-loader workers included (their reason found again here)."
+        seen = {i for i, _ in self._skipped}
+        for k in self._failed[:len(self.records)].nonzero().flatten().tolist():
+            r = self.records[k]
+            if r.id in seen: continue
+            try: self.load(r); why = "failed to load in a data-loader worker"
+            except (FileNotFoundError, ImageError, AudioError, DataError) as e: why = str(e)
+            self._skipped.append((r.id, why)); seen.add(r.id)
+        return self._skipped
+
+    @skipped.setter
+    def skipped(self, v): self._skipped = list(v)
 
     def __len__(self): return len(self.records)
 
@@ -223,10 +280,12 @@ class AVDataset(Dataset):
         if self.on_error == 'raise': return self.load(r)
         try: return self.load(r)
         except (FileNotFoundError, ImageError, AudioError, DataError) as e:
-            self._skip(r.id, str(e)); return None
+            if not self._failed[i]:   # counted once, whichever process loads it, however many epochs
+                self._failed[i] = 1; self._skip(r.id, str(e))
+            return None
 
     def _skip(self, id, reason):
-        self.skipped.append((id, reason))
+        self._skipped.append((id, reason))
         log.warning(f"{self.name}: skipped {id}: {reason}")
 
     def validate(self, mode:str='full'):
@@ -245,14 +304,20 @@ class AVDataset(Dataset):
                 keep.append(r)
             except (FileNotFoundError, ImageError, AudioError, DataError) as e: self._skip(r.id, str(e))
         self.records = keep
+        self._reset_failed()
 
     def skip_report(self)->str:
-        "Count of skipped samples by reason, and the list."
-        if not self.skipped: return f"{self.name}: no samples skipped ({len(self)} usable)"
-        kinds = Counter(re.sub(r'^\S+: ', '', why).split(' (')[0].split(':')[0] for _, why in self.skipped)
-        lines = [f"{self.name}: {len(self.skipped)} samples skipped, {len(self)} usable"]
-        lines += [f"  {n:6d}  {k}" for k, n in kinds.most_common()]
-        lines += [f"  - {i}: {why}" for i, why in self.skipped]
+        "Count of skipped samples by reason, and the list; then the clips without ground truth."
+        skipped, usable = self.skipped, len(self) - int(self._failed[:len(self.records)].sum())
+        if not skipped: lines = [f"{self.name}: no samples skipped ({usable} usable)"]
+        else:
+            kinds = Counter(re.sub(r'^\S+: ', '', why).split(' (')[0].split(':')[0] for _, why in skipped)
+            lines = [f"{self.name}: {len(skipped)} samples skipped, {usable} usable"]
+            lines += [f"  {n:6d}  {k}" for k, n in kinds.most_common()]
+            lines += [f"  - {i}: {why}" for i, why in skipped]
+        if self.no_gt:
+            lines += [f"{self.name}: {len(self.no_gt)} clips without ground truth (has_gt=False)"]
+            lines += [f"  - {i}: {why}" for i, why in self.no_gt]
         return '\n'.join(lines)
 
 # %% ../nbs/21_data.ipynb #7c087d96
@@ -299,19 +364,20 @@ def _vggsound_csv_labels(path:Path)->dict:
     return out
 
 def _s4_meta(path:Path, split:str)->list:
-    "(vid, category) of an AVSBench S4 meta csv, filtered by split (header by name, else positional 0,2,3)."
-    rows = read_rows(path)
-    if rows and 'video_name' in rows[0]:
-        h = rows[0]; iv, ic, isp = h.index('video_name'), h.index('category'), h.index('split'); rows = rows[1:]
+    "(vid, category, line) of an AVSBench S4 meta csv, filtered by split (header by name, else positional 0,2,3)."
+    rows = read_rows(path, lines=True)
+    if rows and 'video_name' in rows[0][1]:
+        h = rows[0][1]; iv, ic, isp = h.index('video_name'), h.index('category'), h.index('split'); rows = rows[1:]
     else: iv, ic, isp = 0, 2, 3
-    return [(r[iv], r[ic]) for r in rows if r[isp] == split]
+    return [(r[iv], r[ic], n) for n, r in rows if r[isp] == split]
 
 def _ms3_meta(path:Path, split:str)->list:
-    rows = read_rows(path)
-    if rows and 'video_name' in rows[0]:
-        h = rows[0]; iv, isp = h.index('video_name'), h.index('split'); rows = rows[1:]
+    "(vid, line) of an AVSBench MS3 meta csv, filtered by split."
+    rows = read_rows(path, lines=True)
+    if rows and 'video_name' in rows[0][1]:
+        h = rows[0][1]; iv, isp = h.index('video_name'), h.index('split'); rows = rows[1:]
     else: iv, isp = 0, 1
-    return [r[iv] for r in rows if r[isp] == split]
+    return [(r[iv], n) for n, r in rows if r[isp] == split]
 
 def _find_mask(d:Path, stem:str)->Path:
     for ext in ('.pkl', '.npy', '.png'):
@@ -319,10 +385,11 @@ def _find_mask(d:Path, stem:str)->Path:
     return d/f"{stem}.pkl"
 
 class _Layout:
-    "Reads a layout's lists into (records with class names, all class names of the layout)."
-    def __init__(self, cfg:DataConfig):
-        self.cfg, self.root = cfg, Path(cfg.root)
+    "Reads a layout's lists into ([(id, sources, class names, (list, line))], all class names of the layout)."
+    def __init__(self, cfg:DataConfig, size:int=224):
+        self.cfg, self.root, self.size = cfg, Path(cfg.root), size
         self.meta = Path(cfg.metadata_dir) if cfg.metadata_dir else self.root/'metadata'
+        self.skipped, self.no_gt = [], []   # [(id, reason)]: counted skips; test clips whose ground truth is empty
 
     def list_path(self, default:str|None)->Path:
         name = self.cfg.list_file or default
@@ -335,26 +402,41 @@ class _Layout:
         c, m = self.cfg, self.meta
         names = _vggsound_csv_labels(m/'vggsound.csv') if (m/'vggsound.csv').exists() else {}
         bfile = Path(c.boxes_file) if c.boxes_file else m/'vggss.json'
-        boxes = load_vggss_boxes(bfile, c.drop_corrupt_boxes)[0] if bfile.exists() and c.split != 'train' else {}
+        boxes, corrupt, invalid = {}, [], {}   # invalid: {id: why} items with a box that cannot be drawn
+        if bfile.exists() and c.split != 'train': boxes, corrupt = load_vggss_boxes(bfile, c.drop_corrupt_boxes, invalid)
+        dropped = {i for i, _ in corrupt} if c.drop_corrupt_boxes else set()
         all_names = set(names.values()) | {b['class'] for b in boxes.values() if b['class']}
         default = {('train', 'single'): 'train.txt', ('test', 'single'): 'test.csv', ('test', 'multi'): 'vggsound_duet_test.csv'}
-        rows = read_rows(self.list_path(default.get((c.split, c.task))))
-        nobox = []
+        lp = self.list_path(default.get((c.split, c.task)))
+        rows = read_rows(lp, lines=True)
+        nobox, no_gt = [], {}
         def src(i):
             b = boxes.get(i)
             if c.split != 'train' and b is None: nobox.append(i)
+            if b is not None and not bool(boxes_to_gt(b['bbox'], self.size).any()):   # would be scored as a miss
+                no_gt[i] = (f"{bfile}: every box of the clip was corrupt and dropped (drop_corrupt_boxes=True)"
+                            if i in dropped and not len(b['bbox']) else f"{bfile}: the clip has no box" if not len(b['bbox'])
+                            else f"{bfile}: the clip's boxes {b['bbox'].tolist()} cover no pixel (x1 >= x2 or y1 >= y2)")
+                b = None
             return Source(self.root/'frames'/f"{i}.jpg", self.root/'audio'/f"{i}.wav", None, None if b is None else b['bbox'])
         def name(i, r, j):
             if len(r) > j and r[j]: return r[j]
             return boxes[i]['class'] if i in boxes else names.get(i)
         recs = []
-        for r in rows:
-            if c.task == 'multi':
-                if len(r) < 4: raise DataError(f"{self.list_path(None) if c.list_file else 'duet list'}: row {r} is not idA,classA,idB,classB")
-                recs.append((f"{r[0]}+{r[2]}", [src(r[0]), src(r[2])], [name(r[0], r, 1), name(r[2], r, 3)]))
-            else: recs.append((r[0], [src(r[0])], [name(r[0], r, 1)]))
-        all_names |= {n for _, _, ns in recs for n in ns if n}
+        for n, r in rows:
+            if c.task == 'multi' and len(r) < 4: raise DataError(f"{lp}: line {n}: row {r} is not idA,classA,idB,classB")
+            ids = [r[0], r[2]] if c.task == 'multi' else [r[0]]
+            if (bad := [invalid[i] for i in ids if i in invalid]):
+                if c.on_error != 'skip': raise DataError(f"{bad[0]} (listed in {lp}, line {n})")
+                self.skipped.append(('+'.join(ids), bad[0])); continue
+            if c.task == 'multi': recs.append((f"{r[0]}+{r[2]}", [src(r[0]), src(r[2])], [name(r[0], r, 1), name(r[2], r, 3)], (lp, n)))
+            else: recs.append((r[0], [src(r[0])], [name(r[0], r, 1)], (lp, n)))
+        all_names |= {n for _, _, ns, _ in recs for n in ns if n}
         if nobox: log.warning(f"{bfile}: {len(nobox)} {c.split} ids have no boxes (has_gt=False), e.g. {nobox[:3]}")
+        if self.skipped: log.warning(f"{bfile}: skipping {len(self.skipped)} clips with a box that cannot be drawn, e.g. {self.skipped[0][1]}")
+        self.no_gt = list(no_gt.items())
+        if no_gt: log.warning(f"{bfile}: {len(no_gt)} {c.split} clips have boxes that give an empty ground truth: has_gt=False, "
+                              f"e.g. {self.no_gt[0][0]}: {self.no_gt[0][1]}")
         return recs, all_names
 
     # --- AVGN VGGSound-Instruments -----------------------------------------------------------------------------
@@ -366,14 +448,16 @@ class _Layout:
             if (m/f).exists(): all_names |= {r[1] for r in read_rows(m/f) if len(r) > 1}
         default = {('train', 'single'): 'vgginstruments_train.txt', ('test', 'single'): 'vgginstruments_test.csv',
                    ('test', 'multi'): 'vgginstruments_multi_test.csv'}
-        rows, gt = read_rows(self.list_path(default.get((c.split, c.task)))), c.split != 'train'
+        lp, gt = self.list_path(default.get((c.split, c.task))), c.split != 'train'
         def src(i): return Source(self.root/'frames'/f"{i}.jpg", self.root/'audio'/f"{i}.wav", None, None,
                                   _find_mask(mdir, i) if gt else None)
         recs = []
-        for r in rows:
-            if c.task == 'multi': recs.append((f"{r[0]}+{r[2]}", [src(r[0]), src(r[2])], [r[1], r[3]]))
-            else: recs.append((r[0], [src(r[0])], [r[1] if len(r) > 1 else None]))
-        all_names |= {n for _, _, ns in recs for n in ns if n}
+        for n, r in read_rows(lp, lines=True):
+            if c.task == 'multi':
+                if len(r) < 4: raise DataError(f"{lp}: line {n}: row {r} is not sampleA,classA,sampleB,classB")
+                recs.append((f"{r[0]}+{r[2]}", [src(r[0]), src(r[2])], [r[1], r[3]], (lp, n)))
+            else: recs.append((r[0], [src(r[0])], [r[1] if len(r) > 1 else None], (lp, n)))
+        all_names |= {n for _, _, ns, _ in recs for n in ns if n}
         return recs, all_names
 
     # --- AVSBench-object ----------------------------------------------------------------------------------------
@@ -385,17 +469,17 @@ class _Layout:
             d = R/'Single-source'/'s4_data'
             meta = R/'Single-source'/'s4_meta_data.csv'
             all_names = {r[1] for sp in ('train', 'val', 'test') for r in _s4_meta(meta, sp)}
-            for vid, cat in _s4_meta(meta, c.split):
+            for vid, cat, n in _s4_meta(meta, c.split):
                 for k in range(1, 6):
                     mask = d/'gt_masks'/c.split/cat/vid/f"{vid}_{k}.png" if (c.split != 'train' or k == 1) else None
                     recs.append((f"{vid}_{k}", [Source(d/'visual_frames'/c.split/cat/vid/f"{vid}_{k}.png",
-                                 d/'audio_wav'/c.split/cat/f"{vid}.wav", self._start(k), None, mask)], [cat]))
+                                 d/'audio_wav'/c.split/cat/f"{vid}.wav", self._start(k), None, mask)], [cat], (meta, n)))
             return recs, all_names
-        d = R/'Multi-sources'/'ms3_data'
-        for vid in _ms3_meta(R/'Multi-sources'/'ms3_meta_data.csv', c.split):
+        d, meta = R/'Multi-sources'/'ms3_data', R/'Multi-sources'/'ms3_meta_data.csv'
+        for vid, n in _ms3_meta(meta, c.split):
             for k in range(1, 6):
                 recs.append((f"{vid}_{k}", [Source(d/'visual_frames'/vid/f"{vid}.mp4_{k}.png", d/'audio_wav'/c.split/f"{vid}.wav",
-                             self._start(k), None, d/'gt_masks'/c.split/vid/f"{vid}_{k}.png")], [None, None]))
+                             self._start(k), None, d/'gt_masks'/c.split/vid/f"{vid}_{k}.png")], [None, None], (meta, n)))
         return recs, set()
 
     # --- WS-AVS flattened S4 ------------------------------------------------------------------------------------
@@ -404,12 +488,12 @@ class _Layout:
         mdir = Path(c.mask_dir) if c.mask_dir else self.root/'masks'
         lists = {'train': 'avsbench_train.txt', 'val': 'avsbench_val.csv', 'test': 'avsbench_test.csv'}
         all_names = {r[1] for f in lists.values() if (m/f).exists() for r in read_rows(m/f) if len(r) > 1}
-        recs = []
-        for r in read_rows(self.list_path(lists.get(c.split))):
+        recs, lp = [], self.list_path(lists.get(c.split))
+        for n, r in read_rows(lp, lines=True):
             vid, k = r[0].rsplit('_', 1)
             recs.append((r[0], [Source(self.root/'frames'/f"{r[0]}.jpg", self.root/'audio'/f"{vid}.wav", self._start(int(k)),
-                         None, mdir/f"{r[0]}.png" if c.split != 'train' else None)], [r[1] if len(r) > 1 else None]))
-        all_names |= {n for _, _, ns in recs for n in ns if n}
+                         None, mdir/f"{r[0]}.png" if c.split != 'train' else None)], [r[1] if len(r) > 1 else None], (lp, n)))
+        all_names |= {n for _, _, ns, _ in recs for n in ns if n}
         return recs, all_names
 
 # %% ../nbs/21_data.ipynb #3ae94ca0
@@ -419,8 +503,8 @@ def build_dataset(
     image_cfg:ImageConfig|None=None,   # image configuration
 )->AVDataset:
     "Read a layout's lists into an `AVDataset` (missing ids counted: an error, or logged skips with `skip_missing`)."
-    audio_cfg = audio_cfg or AudioConfig()
-    L = _Layout(cfg); L.cfg_audio_seconds = audio_cfg.seconds
+    audio_cfg, image_cfg = audio_cfg or AudioConfig(), image_cfg or ImageConfig()
+    L = _Layout(cfg, image_cfg.size); L.cfg_audio_seconds = audio_cfg.seconds
     recs, names = getattr(L, cfg.layout)()
     cf = _classes_file(L.root)
     if cf: class_names = [l.strip() for l in cf.read_text().splitlines() if l.strip()]
@@ -434,26 +518,39 @@ def build_dataset(
         if n is None: return -1
         if class_key(n) not in index: unknown[n] += 1; return -1
         return index[class_key(n)]
-    records = [Record(i, s, [idx(n) for n in ns]) for i, s, ns in recs]
+    records = [Record(i, s, [idx(n) for n in ns]) for i, s, ns, _ in recs]
     if unknown: log.warning(f"{cfg.root}: {sum(unknown.values())} items have classes not in {cf}: {dict(unknown)}")
     name = f"{cfg.layout}/{cfg.task}/{cfg.split}"
+    # an id listed twice: an error naming the list and both lines, or a counted skip of the repeats
+    first, dup = {}, []
+    for rec, (i, _, _, (lp, n)) in zip(records, recs):
+        if i in first: dup.append((rec, f"duplicate id in the list ({lp}, line {n}; first on line {first[i]})"))
+        else: first[i] = n
+    layout_skips = list(L.skipped)
+    if dup:
+        msg = f"{name}: {len(dup)} rows repeat an id already listed, e.g. {dup[0][0].id}: {dup[0][1]}"
+        if cfg.on_error != 'skip': raise DataError(msg + "; remove the repeats, or pass on_error='skip' to skip (and count) them")
+        log.warning(msg + "; skipping the repeats")
+        layout_skips += [(r.id, why) for r, why in dup]
+        drop = {id(r) for r, _ in dup}
+        records = [r for r in records if id(r) not in drop]
     # ids in the list but missing on disk: counted and reported, never silently dropped
     missing = [(r, [p for s in r.sources for p in s.files() if not Path(p).exists()]) for r in records]
     missing = [(r, ps) for r, ps in missing if ps]
     skip_missing = cfg.on_error == 'skip' if cfg.skip_missing is None else cfg.skip_missing
-    skipped = []
+    skipped = layout_skips
     if missing:
         ex = '; '.join(f"{r.id} ({', '.join(str(p) for p in ps[:2])})" for r, ps in missing[:5])
         msg = f"{name}: {len(missing)} of {len(records)} ids in the list are missing on disk, e.g. {ex}"
         if not skip_missing: raise DataError(msg + "; pass skip_missing=True (or on_error='skip') to skip them")
         log.warning(msg + "; skipping them")
-        skipped = [(r.id, f"{ps[0]}: missing on disk") for r, ps in missing]
+        skipped += [(r.id, f"{ps[0]}: missing on disk") for r, ps in missing]
         bad = {id(r) for r, _ in missing}
         records = [r for r in records if id(r) not in bad]
     ds = AVDataset(records, class_names, audio_cfg, image_cfg,
                    train=cfg.split == 'train' if cfg.train_aug is None else cfg.train_aug,
                    on_error=cfg.on_error, validate=cfg.validate, allow_silent=cfg.allow_silent, skipped=skipped, name=name)
-    ds.config, ds.missing = cfg, [r.id for r, _ in missing]
+    ds.config, ds.missing, ds.no_gt = cfg, [r.id for r, _ in missing], list(L.no_gt)
     return ds
 
 def make_dataset(

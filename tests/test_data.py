@@ -356,3 +356,106 @@ def test_reference_metadata_bars():
     items, bad = load_vggss_boxes(SHARED/'EZ-VSL'/'vggss.json', drop_corrupt=True)
     assert len(items) == 5158 and len(bad) == 12 and sum(len(v['bbox']) for v in items.values()) == 5158 + 385 + 94*2 + 37*3 + 18*4 + 3*5 + 2*6 - 12
     assert len({class_key(v['class']) for v in items.values()}) == 221
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue #16: bad lists and boxes are a clear error naming the file and line, or a counted, reported skip
+def mini(R, ids, boxes=None, silent=(), antiphase=()):
+    "A tiny EZ-VSL layout at R: 1 s tones and 40×30 frames for `ids`; vggss.json from `boxes` ({id: [[x1,y1,x2,y2], ...]})."
+    (R/'metadata').mkdir(parents=True, exist_ok=True)
+    for k, i in enumerate(ids):
+        if i in silent: wav(R/'audio'/f'{i}.wav', data=np.zeros(8000, 'float32'), sr=8000)
+        elif i in antiphase:
+            t = (tone(500., 1., 8000)[:, 0]*32767).astype(np.int16)                   # exact opposites in the file
+            wav(R/'audio'/f'{i}.wav', data=np.stack([t, -t], 1), sr=8000)
+        else: wav(R/'audio'/f'{i}.wav', f=300. + 50*k, secs=1., sr=8000)
+        img(R/'frames'/f'{i}.jpg', size=(40, 30))
+    boxes = {i: [[0., 0., .5, .5]] for i in ids} if boxes is None else boxes
+    (R/'metadata'/'vggss.json').write_text(json.dumps([{'file': i, 'class': CLASSES[0], 'bbox': b} for i, b in boxes.items()]))
+    return R
+
+IDS = [f'clip{k:07d}_{k:06d}' for k in range(8)]
+
+
+def test_duplicate_ids_error_naming_list_and_line_or_counted_skip(tmp_path, caplog):
+    R = mini(tmp_path/'v', IDS[:3])
+    (R/'metadata'/'test.csv').write_text(f'{IDS[0]}\n{IDS[1]}\n{IDS[0]}\n{IDS[2]}\n')
+    with pytest.raises(DataError) as e: make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    msg = str(e.value)
+    assert 'test.csv' in msg and 'line 3' in msg and IDS[0] in msg and 'line 1' in msg and 'duplicate' in msg, msg
+    with caplog.at_level(logging.WARNING, 'm2vsl.data'):
+        ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, on_error='skip')
+    assert [r.id for r in ds.records] == IDS[:3] and len(ds.skipped) == 1 and ds.skipped[0][0] == IDS[0]
+    assert 'duplicate' in ds.skipped[0][1] and 'line 3' in ds.skipped[0][1] and 'duplicate' in caplog.text
+    assert '1 samples skipped, 3 usable' in ds.skip_report()
+
+
+def test_nan_box_error_names_file_and_id_or_counted_skip(tmp_path):
+    R = mini(tmp_path/'v', IDS[:3], {IDS[0]: [[0., 0., .5, .5]], IDS[1]: [[0., 0., float('nan'), .5]], IDS[2]: [[0., 0., 1., 1.]]})
+    (R/'metadata'/'test.csv').write_text('\n'.join(IDS[:3]) + '\n')
+    with pytest.raises(DataError) as e: make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    msg = str(e.value)
+    assert 'vggss.json' in msg and IDS[1] in msg and 'non-finite' in msg and 'drop_corrupt_boxes' in msg, msg
+    assert 'drop_corrupt=True' not in msg
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, on_error='skip')   # validate='full'
+    assert [r.id for r in ds.records] == [IDS[0], IDS[2]] and [i for i, _ in ds.skipped] == [IDS[1]]
+    assert 'non-finite' in ds.skipped[0][1] and '1 samples skipped' in ds.skip_report()
+    # dropping corrupt boxes removes the clip's only box: no ground truth, counted
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, drop_corrupt_boxes=True)
+    assert [ds[k]['has_gt'] for k in range(3)] == [True, False, True]
+    assert [i for i, _ in ds.no_gt] == [IDS[1]] and 'drop' in ds.no_gt[0][1] and '1 clips without ground truth' in ds.skip_report()
+
+
+def test_box_with_three_coordinates_names_file_and_id(tmp_path):
+    R = mini(tmp_path/'v', IDS[:2], {IDS[0]: [[0., 0., .5, .5]], IDS[1]: [[0., 0., .5]]})
+    (R/'metadata'/'test.csv').write_text('\n'.join(IDS[:2]) + '\n')
+    with pytest.raises(DataError) as e: make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    msg = str(e.value)
+    assert 'vggss.json' in msg and IDS[1] in msg and '3 coordinates' in msg and 'reshape' not in msg, msg
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, on_error='skip')
+    assert [r.id for r in ds.records] == [IDS[0]] and ds.skipped[0][0] == IDS[1]
+
+
+def test_inverted_box_is_no_ground_truth_counted(tmp_path, caplog):
+    R = mini(tmp_path/'v', IDS[:2], {IDS[0]: [[0., 0., .5, .5]], IDS[1]: [[.8, .1, .2, .9]]})   # x1 > x2
+    (R/'metadata'/'test.csv').write_text('\n'.join(IDS[:2]) + '\n')
+    with caplog.at_level(logging.WARNING, 'm2vsl.data'):
+        ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    x = ds[1]
+    assert x['has_gt'] is False and x['gt'].sum() == 0 and ds[0]['has_gt'] is True
+    assert [i for i, _ in ds.no_gt] == [IDS[1]] and 'cover no pixel' in ds.no_gt[0][1]
+    assert 'has_gt=False' in caplog.text and IDS[1] in caplog.text
+
+
+def test_list_with_bom_and_latin1_list(tmp_path):
+    R = mini(tmp_path/'v', IDS[:2])
+    (R/'metadata'/'test.csv').write_bytes(('\ufeff' + '\r\n'.join(IDS[:2]) + '\r\n').encode('utf-8'))
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, on_error='skip')
+    assert [r.id for r in ds.records] == IDS[:2] and ds.skipped == []
+    (R/'metadata'/'test.csv').write_bytes(f'{IDS[0]}\n{IDS[1]},caf\u00e9\n'.encode('latin-1'))
+    with pytest.raises(DataError) as e: make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    msg = str(e.value)
+    assert 'test.csv' in msg and 'line 2' in msg and 'UTF-8' in msg, msg
+
+
+def test_antiphase_stereo_says_the_downmix_cancelled(tmp_path):
+    R = mini(tmp_path/'v', IDS[:2], antiphase={IDS[1]}, silent=())
+    (R/'metadata'/'test.csv').write_text('\n'.join(IDS[:2]) + '\n')
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG)
+    with pytest.raises(AudioError) as e: ds[1]
+    msg = str(e.value)
+    assert IDS[1] in msg and 'cancel' in msg and 'all samples are zero' not in msg, msg
+
+
+def test_skips_in_workers_are_counted(tmp_path, caplog):
+    R = mini(tmp_path/'v', IDS, silent={IDS[5]})      # silence passes 'quick' validation, fails at load
+    (R/'metadata'/'test.csv').write_text('\n'.join(IDS) + '\n')
+    ds = make_dataset(R, 'vggsound', 'test', audio_cfg=ACFG, image_cfg=ICFG, on_error='skip', validate='quick')
+    assert len(ds) == 8 and ds.skipped == []
+    dl = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+    got = [i for b in dl if b is not None for i in b['id']]
+    assert got == IDS[:5] + IDS[6:]
+    assert [i for i, _ in ds.skipped] == [IDS[5]] and 'silent' in ds.skipped[0][1]
+    assert '1 samples skipped, 7 usable' in ds.skip_report()
+    for b in dl: pass                                  # a second epoch counts it once
+    assert len(ds.skipped) == 1
