@@ -4,13 +4,14 @@
 
 # %% ../nbs/71_cli.ipynb #f2b917d4
 from __future__ import annotations
-import argparse, builtins, json, os, sys
+import argparse, builtins, json, sys
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .runtime import atomic_write
 from .inference import from_pretrained, overlay, Localizer
 from .audio import AudioError
 from .vision import ImageError
@@ -25,23 +26,11 @@ __all__ = ['IMAGE_EXT', 'AUDIO_EXT', 'InputError', 'localize_pair', 'read_video_
 class InputError(ValueError):
     "Bad user input (missing or unreadable file, no audio track, silent clip); the message names the file."
 
-class _Atomic:
-    "Context manager: yields a temp path next to `path` (same suffix); renamed onto `path` on success, removed on error."
-    def __init__(self, path:Path): self.path = Path(path)
-    def __enter__(self)->Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
-        return self.tmp
-    def __exit__(self, et, ev, tb):
-        if et is None: os.replace(self.tmp, self.path)
-        elif self.tmp.exists(): self.tmp.unlink()
-        return False
-
 def _save_png(im, path:Path):
-    with _Atomic(path) as t: im.save(t, format='PNG')
+    with atomic_write(path) as t: im.save(t, format='PNG')
 
 def _save_json(obj, path:Path):
-    with _Atomic(path) as t: t.write_text(json.dumps(obj, indent=1))
+    with atomic_write(path) as t: t.write_text(json.dumps(obj, indent=1))
 
 # %% ../nbs/71_cli.ipynb #e8e5e7fb
 def _check_file(p:Path, what:str):
@@ -57,10 +46,10 @@ def localize_pair(
     top_k:int=3,
     alpha:float=0.5,
 )->dict:                        # the JSON-ready result
-    "One image + audio pair → overlay PNG (and class-aware overlays); returns the peak and top classes."
+    "One image + audio pair → overlay PNG (and class-aware overlays) at the image's own size; returns the peak and top classes."
     _check_file(image, 'image'); _check_file(audio, 'audio')
     r = loc.localize(image, audio, top_k=top_k, class_maps=classes)
-    im = loc.load_image(image)
+    im = loc.load_image(image)                                   # the image at its own size
     outs = [(out, overlay(im, r.map, alpha))]
     if classes:
         for j, m in r.class_maps.items():
@@ -109,7 +98,7 @@ def localize_video(
     duration = wav.shape[-1]/sr
     jpath = out.with_suffix('.json')
     frames_info = []
-    with _Atomic(out) as tmp:
+    with atomic_write(out) as tmp:
         src = av.open(str(video))
         dst = av.open(str(tmp), mode='w', format='mp4' if out.suffix.lower() in ('.mp4', '.m4v', '') else None)
         try:
@@ -206,14 +195,17 @@ def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='m2vsl', description='M2VSL: visual sound localization with a trained model.')
     sub = p.add_subparsers(dest='command', required=True)
     l = sub.add_parser('localize', help='heat-map overlays for an image + audio pair, a video, or a folder of pairs',
-                       description='Exactly one of --image (with --audio), --video, --folder.')
+                       description="Exactly one of --image (with --audio), --video, --folder. Overlays and class maps are "
+                                   "written at the input image's own resolution, the overlay video at the input's frame size "
+                                   "(an odd width or height loses one pixel: H.264 4:2:0); only the model's input is a reduced "
+                                   "(S x S) copy.")
     l.add_argument('--checkpoint', required=True, help='training checkpoint (.pt) or weights folder (model.safetensors + config.json)')
     src = l.add_mutually_exclusive_group(required=True)
     src.add_argument('--image', type=Path, help='image file (needs --audio)')
     src.add_argument('--video', type=Path, help='video with an audio track')
     src.add_argument('--folder', type=Path, help='folder of image + wav pairs with the same stem')
     l.add_argument('--audio', type=Path, help='audio file for --image')
-    l.add_argument('--out', type=Path, required=True, help='overlay .png (--image), video .mp4 (--video) or folder (--folder)')
+    l.add_argument('--out', type=Path, required=True, help="overlay .png at the image's resolution (--image), video .mp4 at the frame size (--video) or folder (--folder)")
     l.add_argument('--classes', action='store_true', help='also write class-aware maps of the top classes')
     l.add_argument('--top-k', type=int, default=3, help='classes reported per image/frame')
     l.add_argument('--alpha', type=float, default=0.5, help='weight of the heat map in the overlay')

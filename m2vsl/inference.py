@@ -4,7 +4,7 @@
 
 # %% ../nbs/70_inference.ipynb #c4097a6e
 from __future__ import annotations
-import json, os
+import json
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import save_file, load_file
 
 import m2vsl.methods as _methods
+from .runtime import atomic_write
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
 from .model import minmax, upsample, upsampling, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
@@ -36,12 +37,6 @@ def _plain(x):
     if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [_plain(v) for v in x]
     return x
-
-def _atomic_write(path:Path, write):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 def class_names_of(cfg:TrainConfig)->list|None:
     "Class names of a training run: the `classes.txt` next to (or above) its training data, if it is there."
@@ -66,8 +61,8 @@ def save_pretrained(
             'audio': _plain(asdict(cfg.audio)), 'image': _plain(asdict(cfg.image)),
             'class_names': None if names is None else list(names)}
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(dir/WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={'format': FORMAT}))
-    _atomic_write(dir/CONFIG_NAME, lambda p: p.write_text(json.dumps(conf, indent=1)))
+    with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT})
+    with atomic_write(dir/CONFIG_NAME) as p: p.write_text(json.dumps(conf, indent=1))
     return dir
 
 # %% ../nbs/70_inference.ipynb #63c6e138
@@ -133,14 +128,24 @@ class Localizer:
                                 f"image={self.image_cfg.size}px, audio={self.audio_cfg.seconds}s@{self.audio_cfg.sample_rate}Hz, "
                                 f"{len(self.class_names)} classes)")
 
-    def load_image(self, image)->Image.Image:
+    def load_image(self,
+        image,                       # path, PIL image or (H, W, 3) array
+        need:tuple|None=None,        # (w, h) the caller resizes to: a JPEG file may be decoded at a reduced scale ≥ this
+    )->Image.Image:                  # RGB, at the image's own size unless `need` allowed a reduced decode
         "A path, PIL image or `(H, W, 3)` uint8 array → RGB PIL image."
-        if isinstance(image, (str, Path)): return read_image(image, self.image_cfg, self.transform.need())
+        if isinstance(image, (str, Path)): return read_image(image, self.image_cfg, need)
         if isinstance(image, Image.Image): return image.convert('RGB')
         a = np.asarray(image)
         if a.ndim != 3 or a.shape[-1] != 3: raise ValueError(f"image array has shape {a.shape}, expected (H, W, 3)")
         if a.dtype != np.uint8: a = np.clip(a*255 if a.max() <= 1 else a, 0, 255).astype(np.uint8)
         return Image.fromarray(a)
+
+    def _input(self, image)->tuple:
+        "(the image the network's input is made from, (H, W) of the image's own size, at which its maps are returned)."
+        im = self.load_image(image, self.transform.need())
+        if not isinstance(image, (str, Path)): return im, (im.size[1], im.size[0])
+        with Image.open(image) as f: w, h = f.size                  # the header: the file's own size
+        return im, (h, w)
 
     def load_audio(self, audio, name:str='audio')->tuple:
         "A path or `(waveform, sr)` → `((channels, samples) float32 tensor, sr)`; silent clips are refused."
@@ -169,6 +174,7 @@ class Localizer:
         specs:torch.Tensor,          # (B, 1, F, T) spectrograms
         top_k:int=5,                 # classes reported (and whose class-aware maps are returned)
         class_maps:bool=True,        # also the class-aware maps of the top classes
+        sizes:list|None=None,        # (H, W) of each image's maps (default: the image's size)
     )->list:                         # one `Localization` per image
         "Batched forward pass → maps at each image's original size."
         x = torch.stack([self.transform(im)[0] for im in images]).to(self.device)
@@ -185,7 +191,7 @@ class Localizer:
         probs = torch.sigmoid(out['cls_logits'].float()) if 'cls_logits' in out else None
         res = []
         for i, im in enumerate(images):
-            hw = (im.size[1], im.size[0])
+            hw = tuple(sizes[i]) if sizes is not None else (im.size[1], im.size[0])
             loc = Localization(map=_resize(fused[i], hw, **how), size=hw, scales={k: _resize(v[i], hw, **how) for k, v in scales.items()})
             if probs is not None:
                 p = probs[i].cpu()
@@ -207,7 +213,8 @@ class Localizer:
     )->Localization:
         "Where in `image` is the sound of `audio`?"
         wav, sr = self.load_audio(audio)
-        return self.predict([self.load_image(image)], self.spectrogram(wav, sr, start_s)[None], top_k, class_maps)[0]
+        im, hw = self._input(image)
+        return self.predict([im], self.spectrogram(wav, sr, start_s)[None], top_k, class_maps, [hw])[0]
 
     def localize_batch(self,
         images:list,                 # paths, PIL images or arrays
@@ -222,9 +229,9 @@ class Localizer:
         starts = start_s if start_s is not None else [None]*len(images)
         res = []
         for b in range(0, len(images), batch_size):
-            ims = [self.load_image(im) for im in images[b:b+batch_size]]
+            ins = [self._input(im) for im in images[b:b+batch_size]]
             specs = torch.stack([self.spectrogram(*self.load_audio(a), s) for a, s in zip(audios[b:b+batch_size], starts[b:b+batch_size])])
-            res += self.predict(ims, specs, top_k, class_maps)
+            res += self.predict([im for im, _ in ins], specs, top_k, class_maps, [hw for _, hw in ins])
         return res
 
 # %% ../nbs/70_inference.ipynb #d744ec77
@@ -260,7 +267,7 @@ def from_pretrained(
 
 # %% ../nbs/70_inference.ipynb #e38c93e8
 def overlay(
-    image,                  # path, PIL image or (H, W, 3) array
+    image,                  # path (read at its own size), PIL image or (H, W, 3) array
     map:np.ndarray,         # (h, w) map in [0, 1] (resized to the image when sizes differ)
     alpha:float=0.5,        # weight of the colour map
     cmap:str='jet',         # a matplotlib colormap name

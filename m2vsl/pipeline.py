@@ -4,12 +4,13 @@
 
 # %% ../nbs/60_pipeline.ipynb #75b77e31
 from __future__ import annotations
-import json, os, tempfile
+import json
 from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
+from .runtime import atomic_write
 from .audio import AudioConfig
 from .vision import ImageConfig
 from .data import DataConfig, build_dataset
@@ -74,12 +75,9 @@ def train_config(
     return TrainConfig.from_dict(_merge(d, parse_overrides([o for o in overrides if o])))
 
 def write_json(path:str|Path, obj)->Path:
-    "Write JSON atomically (temporary file, then rename), creating the folder."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f: json.dump(obj, f, indent=1, sort_keys=True, default=float); f.write('\n')
-    os.replace(tmp, path)
-    return path
+    "Write JSON with `m2vsl.runtime.atomic_write` (whole or not at all, the mode `open(path, 'w')` gives), creating the folder."
+    with atomic_write(path) as t: t.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + '\n')
+    return Path(path)
 
 # %% ../nbs/60_pipeline.ipynb #cee01df1
 TABLES = {

@@ -14,18 +14,14 @@ import soundfile as sf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .runtime import atomic_write
+
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'PrepareError', 'decode_audio', 'prepare_clip', 'jobs_from_dir', 'jobs_from_csv', 'prepare', 'main']
 
 # %% ../nbs/22_prepare.ipynb #78e5488c
 class PrepareError(ValueError):
     "A video that cannot be prepared, with the file and the reason in the message."
-
-def _atomic(path:Path, write):
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 def _frame_at(c, vs, t:float):
     "The first decoded frame whose time is ≥ t (or the last frame)."
@@ -87,9 +83,8 @@ def prepare_clip(
     a, b = int(round(offset*sample_rate)), (None if duration is None else int(round((offset+duration)*sample_rate)))
     wav = np.clip(wav[a:b], -1, 1)
     if wav.size == 0: raise PrepareError(f"{video}: no audio between {offset} s and {b and offset+duration} s")
-    (out/'frames').mkdir(parents=True, exist_ok=True); (out/'audio').mkdir(parents=True, exist_ok=True)
-    _atomic(out/'frames'/f"{id}.jpg", lambda p: img.convert('RGB').save(p, format='JPEG', quality=quality))
-    _atomic(out/'audio'/f"{id}.wav", lambda p: sf.write(p, wav, sample_rate, subtype='PCM_16', format='WAV'))
+    with atomic_write(out/'frames'/f"{id}.jpg") as p: img.convert('RGB').save(p, format='JPEG', quality=quality)
+    with atomic_write(out/'audio'/f"{id}.wav") as p: sf.write(p, wav, sample_rate, subtype='PCM_16', format='WAV')
     return id
 
 # %% ../nbs/22_prepare.ipynb #f6218050

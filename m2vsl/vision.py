@@ -32,7 +32,7 @@ class ImageConfig:
     std:tuple=IMAGENET_STD        # per-channel std for normalisation
     min_side:int=16               # smaller images are an error (a broken file, not a frame)
     max_pixels:int=400_000_000    # larger images are refused before decoding
-    draft:bool=True               # decode huge JPEGs at a reduced scale (never below the needed size)
+    draft:bool=True               # decode JPEGs at a reduced scale when the caller names the size it needs (never below it)
 
     @property
     def train_resize(self)->int: return int(round(self.train_scale*self.size))
@@ -52,8 +52,8 @@ def _to_rgb(img:Image.Image)->Image.Image:
 
 def read_image(
     path:str|Path,                 # an image file PIL can read
-    cfg:ImageConfig|None=None,     # limits (min_side, max_pixels) and the JPEG draft size
-    need:tuple|None=None,          # (w, h) the caller will resize to; huge JPEGs are decoded at ≥ this size
+    cfg:ImageConfig|None=None,     # limits (min_side, max_pixels) and whether JPEGs may be drafted
+    need:tuple|None=None,          # (w, h) the caller will resize to: a JPEG is decoded at a reduced scale ≥ this size; None: full size
 )->Image.Image:                    # an RGB image
     "Read `path` as an RGB PIL image; raise `ImageError` (or `FileNotFoundError`) naming the file on any problem."
     cfg, path = cfg or ImageConfig(), Path(path)
@@ -67,9 +67,8 @@ def read_image(
             if w*h > cfg.max_pixels: raise ImageError(f"{path}: image is {w}x{h}, more than max_pixels={cfg.max_pixels:,}")
             if min(w, h) < cfg.min_side:
                 raise ImageError(f"{path}: image is {w}x{h}, smaller than the minimum side of {cfg.min_side} px")
-            if cfg.draft and img.format == 'JPEG':
-                nw, nh = need or (cfg.train_resize, cfg.train_resize)
-                img.draft('RGB', (max(nw, 1), max(nh, 1)))
+            if cfg.draft and need and img.format == 'JPEG':
+                img.draft('RGB', (max(need[0], 1), max(need[1], 1)))
             img.load()
     except ImageError: raise
     except Image.DecompressionBombError as e: raise ImageError(f"{path}: image too large ({e})") from None

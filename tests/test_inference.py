@@ -169,6 +169,35 @@ def test_image_and_folder_modes(work, tmp_path):
     assert sorted(x.name for x in (tmp_path/'res').iterdir()) == ['a.png', 'b.png', 'results.json']
 
 
+
+def test_outputs_at_input_resolution(work, tmp_path, capsys):
+    "Issue 23: overlays, class maps and the overlay video at the input's own size (only the model's input is a reduced\n    decode), written with the mode a plain open(..., 'w') gives under the umask."
+    from m2vsl.cli import main
+    d, clip = work
+    # a 640×360 JPEG: the 64 px model's input is decoded at 1/4 scale (160×90); what is written is not
+    Image.fromarray(clip['frames'][0]).resize((640, 360)).save(tmp_path/'wide.jpg')
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((160, 90))) for f in clip['frames']])
+    write_video(tmp_path/'wide.mp4', frames, clip['audio'])
+    run = lambda *a: main(['localize', '--checkpoint', str(d/'weights'), '--no-progress', *map(str, a)])
+    old = os.umask(0o022)
+    try:
+        assert run('--image', tmp_path/'wide.jpg', '--audio', d/'frame.wav', '--out', tmp_path/'o'/'o.png', '--classes') == 0
+        assert run('--video', tmp_path/'wide.mp4', '--out', tmp_path/'v'/'v.mp4', '--classes') == 0
+    finally: os.umask(old)
+    r = json.loads(capsys.readouterr().out.splitlines()[0])
+    outs = sorted((tmp_path/'o').iterdir())
+    assert [p.name for p in outs if not p.name.startswith('o.class-')] == ['o.png'] and len(outs) == 4
+    assert {p.name: Image.open(p).size for p in outs} == {p.name: (640, 360) for p in outs}
+    assert 0 <= r['peak'][0] < 640 and 0 <= r['peak'][1] < 360
+    got, _, _ = probe(tmp_path/'v'/'v.mp4')
+    j = json.loads((tmp_path/'v'/'v.json').read_text())
+    assert got[0].shape == (90, 160, 3) and (j['width'], j['height']) == (160, 90)
+    assert all(f['size'] == [90, 160] and 0 <= f['peak'][0] < 160 and 0 <= f['peak'][1] < 90 for f in j['frames'])
+    for p in outs + [tmp_path/'v'/'v.mp4', tmp_path/'v'/'v.json']:
+        assert p.stat().st_mode & 0o777 == 0o644, (p.name, oct(p.stat().st_mode & 0o777))
+    with pytest.raises(SystemExit): main(['localize', '--help'])
+    assert "at the input image's own resolution" in ' '.join(capsys.readouterr().out.split())
+
 @pytest.mark.parametrize('case,needle', [
     ('mute', 'mute.mp4: video has no audio track'),
     ('silent', 'audio is silent'),
