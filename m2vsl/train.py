@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_train.ipynb #15494088
 from __future__ import annotations
-import argparse, builtins, contextlib, hashlib, io, json, logging, math, os, random, shutil, sys, time, warnings
+import argparse, builtins, contextlib, errno, hashlib, io, json, logging, math, os, random, re, shutil, sys, time, warnings
 from dataclasses import dataclass, field, fields, asdict, is_dataclass, MISSING
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,7 @@ from .audio import AudioConfig
 from .vision import ImageConfig
 from .model import ModelConfig
 from .data import DataConfig, build_dataset, collate
+from .runtime import atomic_write
 import m2vsl.methods as _methods
 
 log = logging.getLogger('m2vsl.train')
@@ -28,9 +29,9 @@ log = logging.getLogger('m2vsl.train')
 # %% auto #0
 __all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'parse_overrides', 'load_config', 'Dist',
            'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'rng_state',
-           'set_rng_state', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'dataset_ids', 'split_indices',
-           'build_datasets', 'native_bf16', 'resolve_amp', 'autocast', 'to_device', 'set_train_mode', 'forward_loss',
-           'validation_loss', 'find_checkpoint', 'train', 'main']
+           'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint', 'load_checkpoint', 'dataset_ids',
+           'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp', 'autocast', 'to_device', 'set_train_mode',
+           'forward_loss', 'validation_loss', 'find_checkpoint', 'train', 'main']
 
 # %% ../nbs/40_train.ipynb #445903d1
 AMP_MODES = ('auto', 'none', 'bf16', 'fp16')
@@ -79,6 +80,8 @@ class TrainConfig:
             if getattr(self, name) not in ok: raise ValueError(f"{name}={getattr(self, name)!r}: choose from {ok}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
         if self.batch_size < 1: raise ValueError(f"batch_size={self.batch_size}: must be ≥ 1")
+        if self.epochs < 1: raise ValueError(f"epochs={self.epochs}: must be ≥ 1")
+        if not (math.isfinite(self.lr) and self.lr > 0): raise ValueError(f"lr={self.lr}: must be a positive finite number")
 
     def to_dict(self)->dict:
         "Plain nested dict (lists, numbers, strings): YAML-, JSON- and `weights_only`-safe."
@@ -257,19 +260,29 @@ class CheckpointError(RuntimeError):
 
 CKPT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'rng', 'sampler', 'epoch', 'step', 'config')
 
-def _fsync_dir(d:Path):
-    try:
-        fd = os.open(str(d), os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
 def _write_atomic(path:Path, data:bytes):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, 'wb') as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    "`data` to `path` whole or not at all (`atomic_write`, fsynced); a full disk is an error naming the file and the bytes needed."
+    try:
+        with atomic_write(path, fsync=True) as tmp: tmp.write_bytes(data)
+    except OSError as e:
+        if e.errno != errno.ENOSPC: raise
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(errno.ENOSPC, f"no space left on device writing {path}: {len(data):,} bytes needed, "
+                                    f"{free:,} free in {path.parent}") from None
+
+# atomic_write's temporary files (.<stem>.<8 hex>.tmp<suffix>) and those of older versions (.<name>.<pid>.tmp)
+_TEMPORARY = re.compile(r'^\..+\.(\d+|[0-9a-f]{8})\.tmp(\.[^.]+)?$')
+
+def clean_temporaries(run_dir:str|Path)->int:
+    "Remove the temporary files that killed writers left in a run folder and its `checkpoints/`; the count (logged)."
+    run, n, size = Path(run_dir), 0, 0
+    for d in (run, run/'checkpoints'):
+        if not d.is_dir(): continue
+        for p in d.iterdir():
+            if p.is_file() and _TEMPORARY.match(p.name):
+                size += p.stat().st_size; p.unlink(missing_ok=True); n += 1
+    if n: log.info(f"{run}: removed {n} stale temporary file(s) of interrupted writes ({size:,} bytes)")
+    return n
 
 def _sidecar(path:Path)->Path: return path.with_name(path.name + '.sha256')
 
@@ -283,7 +296,9 @@ def save_checkpoint(
     digest = hashlib.sha256(data).hexdigest()
     side = _sidecar(path)
     old = side.read_text().split() if side.exists() else []
-    _write_atomic(side, ('\n'.join([digest] + old[:1]) + '\n').encode())   # old and new both valid while we swap
+    # new and every old digest valid while we swap: after interrupted saves the file is any of them, all kept until a
+    # save completes, so an intact file is never refused
+    _write_atomic(side, ('\n'.join(dict.fromkeys([digest] + old)) + '\n').encode())
     _write_atomic(path, data)
     _write_atomic(side, (digest + '\n').encode())
     return digest
@@ -428,15 +443,21 @@ def validation_loss(model, method, mcfg, loader, D:Dist, gather=None, amp:str='n
     return tot/max(n, 1)
 
 def find_checkpoint(run_dir:str|Path)->dict|None:
-    "The newest valid checkpoint of a run (last.pt, else best.pt); invalid ones are logged and never used."
-    best = None
+    "The newest valid checkpoint of a run (last.pt, else best.pt); invalid ones are never used, and falling back is announced."
+    best, refused = None, []
     for name in ('last.pt', 'best.pt'):
         p = Path(run_dir)/'checkpoints'/name
         if not p.exists(): continue
         try: ck = load_checkpoint(p)
-        except CheckpointError as e: log.warning(f"ignoring {e}"); continue
+        except CheckpointError as e: log.warning(f"ignoring {e}"); refused.append(name); continue
         ck['path'] = str(p)
         if best is None or ck['step'] > best['step']: best = ck
+    if refused and best is not None:
+        log.warning(f"resume: {' and '.join(refused)} refused; falling back to {best['path']} "
+                    f"(epoch {best.get('epoch')}, step {best['step']})")
+    elif refused:
+        log.warning(f"resume: no usable checkpoint in {Path(run_dir)/'checkpoints'} ({' and '.join(refused)} refused); "
+                    f"starting from scratch")
     return best
 
 class _Live:
@@ -475,7 +496,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
     run = Path(cfg.run_dir); ckdir = run/'checkpoints'
     if cfg.batch_size % D.world: raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {D.world} processes")
     bs = cfg.batch_size//D.world
-    if D.main: run.mkdir(parents=True, exist_ok=True)
+    if D.main: run.mkdir(parents=True, exist_ok=True); clean_temporaries(run)
     # data
     train_ds, val_ds, split = build_datasets(cfg, dataset, val_dataset)
     steps_per_epoch = len(train_ds)//D.world//bs

@@ -1,5 +1,5 @@
 """Training engine bars (issue 5): DDP = single process, exact resume after SIGKILL, checkpoint safety, train → evaluate."""
-import builtins, hashlib, json, os, pickle, shutil, signal, socket, subprocess, sys, time
+import builtins, hashlib, json, logging, os, pickle, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -315,3 +315,76 @@ def test_embedded_benchmark_cli_train_then_evaluate(tmp_path):
     assert not {test.records[i].id for i in range(len(test))} & train_ids      # selection never saw the test set
     res = evaluate(model, test, 'single', batch_size=8, progress=False)
     assert res['metrics']['n_samples'] == len(test) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (5) issue #16: checkpoints after repeated kills, stale temporaries, a full disk, nonsense settings
+
+def _interrupted_save(monkeypatch, obj, path):
+    "A save killed after its temporary file is written but before the rename (the temporary file stays, as after SIGKILL)."
+    real_replace = os.replace
+    def killed(src, dst):
+        if Path(dst) == Path(path): raise SystemExit('killed before the rename')
+        return real_replace(src, dst)
+    real_unlink = Path.unlink
+    monkeypatch.setattr(T.os, 'replace', killed)
+    monkeypatch.setattr(Path, 'unlink', lambda self, missing_ok=False: None)   # SIGKILL runs no clean-up
+    try:
+        with pytest.raises(SystemExit): save_checkpoint(obj, path)
+    finally:
+        monkeypatch.setattr(T.os, 'replace', real_replace); monkeypatch.setattr(Path, 'unlink', real_unlink)
+
+
+def test_intact_checkpoint_accepted_after_repeated_interrupted_saves(tmp_path, monkeypatch):
+    last = tmp_path/'run/checkpoints/last.pt'
+    save_checkpoint({'model': {'w': torch.zeros(4)}, 'config': {}, 'step': 1}, last)
+    for k in range(2, 5):   # two (and three) interrupted saves in a row
+        _interrupted_save(monkeypatch, {'model': {'w': torch.full((4,), float(k))}, 'config': {}, 'step': k}, last)
+        assert torch.equal(load_checkpoint(last)['model']['w'], torch.zeros(4)), f"intact file refused after {k - 1} interrupted saves"
+        assert find_checkpoint(tmp_path/'run')['path'].endswith('last.pt')
+    save_checkpoint({'model': {'w': torch.ones(4)}, 'config': {}, 'step': 5}, last)   # a complete save
+    assert torch.equal(load_checkpoint(last)['model']['w'], torch.ones(4))
+    assert len(Path(str(last) + '.sha256').read_text().split()) == 1                   # the old digests are dropped
+
+
+def test_resume_fallback_is_announced(tmp_path, caplog):
+    ck = tmp_path/'run/checkpoints'
+    save_checkpoint({'model': {'w': torch.zeros(4)}, 'config': {}, 'step': 1}, ck/'best.pt')
+    save_checkpoint({'model': {'w': torch.ones(4)}, 'config': {}, 'step': 2}, ck/'last.pt')
+    data = (ck/'last.pt').read_bytes(); (ck/'last.pt').write_bytes(data[:len(data)//2])
+    with caplog.at_level(logging.WARNING, 'm2vsl.train'): found = find_checkpoint(tmp_path/'run')
+    assert found['step'] == 1
+    assert 'falling back to' in caplog.text and 'best.pt' in caplog.text and 'last.pt' in caplog.text, caplog.text
+    caplog.clear(); (ck/'best.pt').write_bytes(b'junk')
+    with caplog.at_level(logging.WARNING, 'm2vsl.train'): assert find_checkpoint(tmp_path/'run') is None
+    assert 'starting from scratch' in caplog.text, caplog.text
+
+
+def test_stale_temporaries_removed_on_start(tmp_path, caplog):
+    run = tmp_path/'run'; ck = run/'checkpoints'; ck.mkdir(parents=True)
+    stale = [ck/'.last.pt.999999.tmp', ck/'.best.pt.12345.tmp', ck/'.last.0a1b2c3d.tmp.pt', run/'.metrics.json.4242.tmp']
+    for p in stale: p.write_bytes(b'x'*1000)
+    (run/'.keep.me').write_text('not ours')
+    cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=1, val_fraction=0, run_dir=str(run), progress=False, dvclive=False)
+    with caplog.at_level(logging.INFO, 'm2vsl.train'): train(cfg, ToyAV(6))
+    assert not [p for p in stale if p.exists()] and not list(run.rglob('*.tmp*'))
+    assert (run/'.keep.me').exists() and 'stale temporary' in caplog.text
+
+
+def test_enospc_names_file_and_bytes_needed(tmp_path, monkeypatch):
+    import errno
+    def full(fd): raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(T.os, 'fsync', full)
+    obj = {'model': {'w': torch.zeros(1000)}, 'config': {}, 'step': 1}
+    with pytest.raises(OSError) as e: save_checkpoint(obj, tmp_path/'checkpoints/last.pt')
+    msg = str(e.value)
+    assert e.value.errno == errno.ENOSPC and 'last.pt' in msg and 'bytes' in msg and 'needed' in msg, msg
+    monkeypatch.undo()
+    assert not [p for p in (tmp_path/'checkpoints').iterdir() if '.tmp' in p.name]
+
+
+@pytest.mark.parametrize('bad', [dict(epochs=0), dict(epochs=-1), dict(lr=-1.), dict(lr=0.), dict(lr=float('nan'))])
+def test_nonsense_epochs_and_lr_rejected(bad):
+    k, v = next(iter(bad.items()))
+    with pytest.raises(ValueError, match=f"{k}={v}: must be"): TrainConfig(**bad)
+    with pytest.raises(ValueError, match=f"{k}={v}: must be"): load_config(None, 'train', [f"{k}={v}"])
