@@ -535,9 +535,15 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
               'best': ck['best'], 'acc': dict(ck['acc'])}
         if D.main: log.info(f"resumed from {ck['path']} (epoch {ck['epoch']}, step {ck['step']})")
     # run folder
+    def write_outputs():   # history.json and metrics.json of the epochs completed
+        meta = {'best_epoch': st['best']['epoch'], 'best_value': st['best']['value'], 'select': st['best']['select'],
+                'amp_resolved': amp}
+        _write_json(run/'history.json', {'history': st['history'], **meta, 'config': cfg.to_dict()})
+        _write_json(run/'metrics.json', {**st['history'][-1], **meta, 'config': cfg.to_dict()})
     if D.main:
-        (run/'config.yaml').write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_atomic(run/'config.yaml', yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         _write_json(run/'split.json', split)
+        if st['history']: write_outputs()   # a kill between a checkpoint and the outputs left them stale or missing
     live = _Live(cfg, st['history']) if (D.main and cfg.dvclive) else None
 
     def checkpoint(names):
@@ -602,10 +608,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         st['epoch'], st['pos'], st['acc'] = epoch + 1, 0, {}
         checkpoint(['best.pt', 'last.pt'] if improved else ['last.pt'])
         if D.main:
-            meta = {'best_epoch': st['best']['epoch'], 'best_value': st['best']['value'], 'select': st['best']['select'],
-                    'amp_resolved': amp}
-            _write_json(run/'history.json', {'history': st['history'], **meta, 'config': cfg.to_dict()})
-            _write_json(run/'metrics.json', {**row, **meta, 'config': cfg.to_dict()})
+            write_outputs()
             if live is not None: live.log(row)
             msg = ' '.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             (tqdm.write if show else log.info)(msg + ('  *' if improved else ''))

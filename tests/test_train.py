@@ -388,3 +388,27 @@ def test_nonsense_epochs_and_lr_rejected(bad):
     k, v = next(iter(bad.items()))
     with pytest.raises(ValueError, match=f"{k}={v}: must be"): TrainConfig(**bad)
     with pytest.raises(ValueError, match=f"{k}={v}: must be"): load_config(None, 'train', [f"{k}={v}"])
+
+
+@pytest.mark.parametrize('epochs', [1, 2])
+def test_resume_completes_the_outputs_of_a_finished_run(tmp_path, monkeypatch, epochs):
+    "A kill after the last checkpoint but before metrics/history are written: resuming writes them as the run would have."
+    cfg = dict(model=dict(TINY), batch_size=6, epochs=epochs, val_fraction=0.25, progress=False)
+    train(TrainConfig(**cfg, run_dir=str(tmp_path/'ref')), ToyAV(12))
+    real = T._write_json
+    def killed(path, obj):
+        if Path(path).name == 'history.json' and len(obj['history']) == epochs: raise SystemExit('killed')
+        return real(path, obj)
+    monkeypatch.setattr(T, '_write_json', killed)
+    run = tmp_path/'killed'
+    with pytest.raises(SystemExit): train(TrainConfig(**cfg, run_dir=str(run)), ToyAV(12))
+    monkeypatch.setattr(T, '_write_json', real)
+    assert load_checkpoint(run/'checkpoints/last.pt')['epoch'] == epochs       # the checkpoint is final ...
+    if epochs == 1: assert not (run/'metrics.json').exists()                   # ... the outputs missing
+    else: assert json.loads((run/'metrics.json').read_text())['epoch'] == 1    # ... or stale
+    res = train(TrainConfig(**cfg, run_dir=str(run)), ToyAV(12))               # resume: nothing left to train
+    assert len(res['history']) == epochs
+    for f in ('metrics.json', 'history.json'):
+        a, b = (json.loads((d/f).read_text()) for d in (tmp_path/'ref', run))
+        assert a['config'].pop('run_dir') != b['config'].pop('run_dir') and a == b, f
+    assert _dvclive_values(tmp_path/'ref') == _dvclive_values(run)
