@@ -29,7 +29,7 @@ class BaselineConfig:
     num_classes:int=221            # C: classes of the data set (used by CAM; kept by all for one interface)
     dim:int=512                    # D: embedding size of both projections
     image_stage:int=4              # ResNet18 stage read for the visual map (4: 7×7 at 224 px; 3: 14×14)
-    pretrained:bool=False          # ImageNet weights for the visual ResNet18 (must be cached locally)
+    pretrained:bool|str=False      # encoders' init: False scratch, True ImageNet (cached locally), or a file of encoder weights
     channels_last:bool=True        # memory format of the CNN streams
     map_upsample:str='bilinear'    # `m2vsl.model.upsample` mode of the maps ('bilinear' | 'bicubic')
     map_align_corners:bool=True    # its corner convention (True: EZ-VSL's test.py)
@@ -46,7 +46,7 @@ class _AVBackbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisualEncoder(cfg.dim, (cfg.image_stage,), cfg.pretrained)
-        self.audio = AudioEncoder(cfg.dim) if audio else None
+        self.audio = AudioEncoder(cfg.dim, cfg.pretrained) if audio else None
 
     def _cl(self, x): return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
     def encode_image(self, img): return self.visual(self._cl(img))[self.cfg.image_stage]

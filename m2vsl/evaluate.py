@@ -161,6 +161,6 @@ def model_from_checkpoint(
     ck = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ck['config'])
     method, _ = _methods.resolve(cfg.method)
-    model = method.model_cls(cfg.model)
+    model = _methods.for_weights(method, cfg.model)
     model.load_state_dict(ck['model'])
     return model.to(device).eval(), method, cfg

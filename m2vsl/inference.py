@@ -252,7 +252,7 @@ def from_pretrained(
         except Exception as e: raise PretrainedError(f"{c}: not valid JSON ({e})") from None
         if conf.get('format') != FORMAT: raise PretrainedError(f"{c}: format {conf.get('format')!r}, expected {FORMAT!r}")
         method, _ = _methods.resolve(conf['method'])
-        model = method.model_cls(method.config_cls.from_dict(conf['model']))
+        model = _methods.for_weights(method, method.config_cls.from_dict(conf['model']))
         try: sd = load_file(str(w))
         except Exception as e: raise PretrainedError(f"{w}: cannot read safetensors ({type(e).__name__}: {e})") from None
         try: model.load_state_dict(sd)

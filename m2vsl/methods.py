@@ -4,14 +4,14 @@
 
 # %% ../nbs/12_methods.ipynb #d7f53d67
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 import torch
 from .model import M2VSL, ModelConfig, VARIANTS, variant, localization_map, source_maps, upsampling
 from .losses import model_loss
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register', 'resolve', 'available', 'build']
+__all__ = ['METHODS', 'Method', 'register', 'resolve', 'available', 'build', 'for_weights']
 
 # %% ../nbs/12_methods.ipynb #f63f19aa
 @dataclass
@@ -55,6 +55,15 @@ def build(name:str, **overrides)->tuple:
     method, preset = resolve(name)
     cfg = method.config_cls(**{**preset, **overrides})
     return method.model_cls(cfg), method, cfg
+
+def for_weights(
+    method:Method,            # the method
+    cfg,                      # its config (as a checkpoint records it)
+)->torch.nn.Module:
+    "The method's model built to receive trained weights: the encoders' init (`pretrained`: ImageNet or a weights file) is skipped, since the weights replace it, so neither has to be on this machine; `model.cfg` is still `cfg`."
+    model = method.model_cls(replace(cfg, pretrained=False) if getattr(cfg, 'pretrained', False) else cfg)
+    model.cfg = cfg
+    return model
 
 # %% ../nbs/12_methods.ipynb #64c626d5
 register(Method(

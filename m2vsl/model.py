@@ -15,9 +15,10 @@ from torch.nn.attention import sdpa_kernel, SDPBackend
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'resnet18', 'ProjectedFeatures', 'dense',
-           'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'AudioEncoder', 'MMT', 'M2VSL', 'n_params', 'upsample',
-           'upsampling', 'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map', 'source_maps']
+__all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18', 'ProjectedFeatures',
+           'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'AudioEncoder', 'encoder_weights', 'MMT',
+           'M2VSL', 'n_params', 'upsample', 'upsampling', 'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map',
+           'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -39,7 +40,7 @@ class ModelConfig:
     source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
     map_upsample:str='bilinear'    # how feature-grid maps reach the image size: 'bilinear' | 'bicubic' (see `upsample`)
     map_align_corners:bool=True    # True: EZ-VSL's test.py (grid corners on the image corners); False: cell centres
-    pretrained:bool=False          # ImageNet weights for the visual ResNet18 (must be cached locally)
+    pretrained:bool|str=False      # visual ResNet18 init: False scratch, True ImageNet (cached locally), or a file of encoder weights (`resnet18`)
     channels_last:bool=True        # memory format of the CNN streams (faster on CPU with bf16 and on GPU)
 
     @property
@@ -65,8 +66,42 @@ def variant(name:str, **overrides)->ModelConfig:
     return ModelConfig(**{**VARIANTS[name], **overrides})
 
 # %% ../nbs/10_model.ipynb #4e227b83
-def resnet18(pretrained:bool=False, in_ch:int=3)->nn.Module:
-    "torchvision ResNet18, ImageNet weights if `pretrained` (from the local torch hub cache only)."
+def load_trunk(
+    m:nn.Module,               # a torchvision ResNet18 (conv1 may take 1 channel)
+    path:str,                  # a safetensors or torch file of ResNet18 weights
+    part:str='visual',         # which trunk: keys `<part>.conv1.weight`, … (a plain torchvision state dict is 'visual')
+)->bool:                       # whether the file holds that trunk (an absent audio trunk leaves `m` as it is)
+    "Load a trunk's weights (every layer but `fc`) from a file of encoder weights, strictly."
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: encoder weights file not found (model config `pretrained`)")
+    if p.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        sd = load_file(str(p))
+    else: sd = torch.load(p, map_location='cpu', weights_only=True)
+    pre = f'{part}.'
+    own = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}
+    if not own and part == 'visual' and 'conv1.weight' in sd: own = dict(sd)     # a plain torchvision state dict
+    if not own: return False
+    own = {k: v for k, v in own.items() if not k.startswith('fc.')}
+    want = {k for k in m.state_dict() if not k.startswith('fc.')}
+    if set(own) != want:
+        raise ValueError(f"{p}: {part} trunk is not a ResNet18 of this shape: missing {sorted(want - set(own))[:3]}, "
+                         f"unexpected {sorted(set(own) - want)[:3]}")
+    try: m.load_state_dict(own, strict=False)
+    except RuntimeError as e: raise ValueError(f"{p}: {part} trunk does not fit: {str(e)[:300]}") from None
+    return True
+
+def resnet18(
+    pretrained:bool|str=False,  # False: random; True: ImageNet (torch hub cache only); a path: `load_trunk(…, part)`
+    in_ch:int=3,                # input channels (1 for spectrograms)
+    part:str='visual',          # the trunk to take from a weights file
+)->nn.Module:
+    "torchvision ResNet18, initialised as `pretrained` says."
+    if isinstance(pretrained, str):
+        m = resnet18(False, in_ch)
+        load_trunk(m, pretrained, part)
+        return m
     if not pretrained: m = torchvision.models.resnet18(weights=None)
     else:
         w = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
@@ -133,7 +168,7 @@ def pool(v, g:int)->torch.Tensor:
 class VisualEncoder(nn.Module):
     """ResNet18 → `{stage: (B, D, H_s, W_s)}` L2-normalised projected features; with `lazy`, the stages with at most
     D/4 channels come as `ProjectedFeatures` (cheaper there; measured in `bench/`)."""
-    def __init__(self, dim:int=512, stages:tuple=(1, 2, 3, 4), pretrained:bool=False, lazy:bool=False):
+    def __init__(self, dim:int=512, stages:tuple=(1, 2, 3, 4), pretrained:bool|str=False, lazy:bool=False):
         super().__init__()
         r = resnet18(pretrained)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
@@ -155,15 +190,32 @@ class VisualEncoder(nn.Module):
 # %% ../nbs/10_model.ipynb #34f962f7
 class AudioEncoder(nn.Module):
     "ResNet18 over `(B, 1, F, T)` spectrograms → `(B, D)` L2-normalised audio embedding."
-    def __init__(self, dim:int=512):
+    def __init__(self, dim:int=512, pretrained:bool|str=False):
         super().__init__()
-        r = resnet18(False, in_ch=1)
+        r = resnet18(pretrained if isinstance(pretrained, str) else False, in_ch=1, part='audio')   # ImageNet: visual only
         self.body = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
         self.proj = nn.Linear(512, dim)
 
     def forward(self, spec:torch.Tensor)->torch.Tensor:
         h = self.body(spec).amax(dim=(-2, -1))
         return F.normalize(self.proj(h).float(), dim=-1)
+
+# %% ../nbs/10_model.ipynb #46eade95
+def encoder_weights(
+    model:nn.Module,           # any model with `visual` (VisualEncoder) and/or `audio` (AudioEncoder) attributes
+)->dict:                       # {'visual.conv1.weight': …, 'audio.layer4.1.bn2.bias': …}
+    "The model's encoder trunks as torchvision ResNet18 state dicts, prefixed by part (what `load_trunk` reads)."
+    out = {}
+    v, a = getattr(model, 'visual', None), getattr(model, 'audio', None)
+    if isinstance(v, VisualEncoder):
+        mods = {'conv1': v.stem[0], 'bn1': v.stem[1], **{f'layer{i}': l for i, l in enumerate(v.layers, 1)}}
+        out.update({f'visual.{n}.{k}': t for n, m in mods.items() for k, t in m.state_dict().items()})
+    if isinstance(a, AudioEncoder):
+        b = a.body
+        mods = {'conv1': b[0], 'bn1': b[1], 'layer1': b[4], 'layer2': b[5], 'layer3': b[6], 'layer4': b[7]}
+        out.update({f'audio.{n}.{k}': t for n, m in mods.items() for k, t in m.state_dict().items()})
+    if not out: raise ValueError(f"{type(model).__name__} has no VisualEncoder/AudioEncoder to export")
+    return {k: t.detach().cpu().contiguous() for k, t in out.items()}
 
 # %% ../nbs/10_model.ipynb #aa982b62
 class MMT(nn.Module):
@@ -203,7 +255,7 @@ class M2VSL(nn.Module):
             raise ValueError("a model needs a training signal: set mmc_stages (contrastive) or cls_weight > 0 (labels)")
         tok = cfg.token_stages if cfg.has_classes else ()
         self.visual = VisualEncoder(cfg.dim, tuple(sorted(set(cfg.mmc_stages) | set(tok))), cfg.pretrained, lazy=True)
-        self.audio = AudioEncoder(cfg.dim)
+        self.audio = AudioEncoder(cfg.dim, cfg.pretrained)
         self.mmt = MMT(cfg.num_classes, cfg.dim, cfg.mmt_depth, cfg.mmt_heads, cfg.mmt_grid, cfg.mmt_mlp_ratio,
                        cfg.cls_tau, cfg.mmt_dim) if cfg.has_classes else None
         if cfg.channels_last:

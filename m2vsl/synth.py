@@ -14,11 +14,13 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 from fastcore.script import call_parse, store_true
+from .material import KITS, KIT_VERSION, DEBS, Kit, MaterialError, prepare_kit
 
 # %% auto #0
 __all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHYTHMS', 'SIZES', 'SynthClass', 'make_classes',
-           'clip_rng', 'class_sound', 'mix_sounds', 'shape_alpha', 'texture', 'background', 'norm_box', 'make_clip',
-           'plan', 'write_metadata', 'synth_config', 'generate', 'main']
+           'clip_rng', 'class_sound', 'mix_sounds', 'shape_alpha', 'texture', 'background', 'norm_box', 'Shapes',
+           'make_clip', 'material_of', 'describe', 'write_licences', 'plan', 'write_metadata', 'synth_config',
+           'generate', 'main']
 
 # %% ../nbs/20_synth.ipynb #b5b7102f
 GENERATOR_VERSION = '1.1'
@@ -224,12 +226,26 @@ def _place(rng, sizes, n_frames, W, max_v=5., gap=3):
         sizes = [max(16, int(s*.9)) for s in sizes]
     raise RuntimeError(f"cannot place objects of sizes {sizes} in a {W}px frame")
 
+class Shapes:
+    "The shape generator as material: each class a coloured, textured shape with a synthetic sound (a fast fixture)."
+    def __init__(self, classes:list): self.classes = classes; self.names = [c.name for c in classes]
+    def background(self, rng, size): return background(rng, size)
+    def look(self, c:int, rng, size:int):
+        k = self.classes[c]
+        col = np.clip(np.array(k.colour)*rng.uniform(.8, 1.15) + rng.normal(0, .05, 3), 0, 1).astype(np.float32)
+        ang, om = rng.uniform(0, 2*np.pi), rng.uniform(-.15, .15)
+        return (k, col, ang, om, texture(k.texture, size, ang, rng))
+    def draw(self, look, size:int, frame:int):
+        k, col, ang, om, tex = look
+        return tex[..., None]*col, shape_alpha(k.shape, size, ang + om*frame)
+    def sound(self, c:int, look, rng, seconds, sr): return class_sound(self.classes[c], rng, seconds, sr)
+
 def make_clip(
     seed:int,                  # data set seed
     set_name:str,              # set name (part of the sample's seed)
     index:int,                 # sample index (part of the sample's seed)
     sounding:tuple,            # class index of each sounding object (1 or 2, distinct)
-    classes:list,              # the class table (`make_classes`)
+    classes,                   # the material: a class table (`make_classes`: shapes) or a `m2vsl.material.Kit`
     n_frames:int=1,            # frames (5 for AVSBench videos)
     size:int=224,              # frame side
     seconds:float=4.0,         # audio duration
@@ -238,39 +254,35 @@ def make_clip(
     scale:tuple=(.3, .7),      # object size range, fraction of the frame side (box areas ≈ VGG-SS's: median 25 %)
 )->dict:
     "Render one sample: frames, per-source masks and boxes, the mixed audio and every object's record."
+    mat = Shapes(classes) if isinstance(classes, (list, tuple)) else classes
     rng = clip_rng(seed, set_name, index)
     sounding = tuple(int(c) for c in sounding)
     if len(set(sounding)) != len(sounding): raise ValueError(f"sounding classes must differ: {sounding}")
     n_dis = int(rng.integers(1, 3)) if rng.uniform() < distractor_p else 0
-    others = [c for c in range(len(classes)) if c not in sounding]
+    others = [c for c in range(len(mat.names)) if c not in sounding]
     objs = list(sounding) + [int(c) for c in rng.choice(others, n_dis, replace=False)]
     sizes = [int(rng.uniform(*scale)*size) for _ in objs]
     order = rng.permutation(len(objs))           # placement order: the sounder is not always placed first
     placed, sizes_o = _place(rng, [sizes[i] for i in order], n_frames, size)
     pos = [None]*len(objs)
     for j, i in enumerate(order): pos[i] = placed[j]; sizes[i] = sizes_o[j]
-    bg = background(rng, size)
-    looks = []
-    for c, s in zip(objs, sizes):
-        k = classes[c]
-        col = np.clip(np.array(k.colour)*rng.uniform(.8, 1.15) + rng.normal(0, .05, 3), 0, 1).astype(np.float32)
-        ang, om = rng.uniform(0, 2*np.pi), rng.uniform(-.15, .15)
-        looks.append((col, ang, om, texture(k.texture, s, ang, rng)))
+    bg = mat.background(rng, size)
+    looks = [mat.look(c, rng, s) for c, s in zip(objs, sizes)]
     frames = np.zeros((n_frames, size, size, 3), np.uint8)
     masks = np.zeros((n_frames, len(objs), size, size), bool)
     for f in range(n_frames):
         img = bg.copy()
-        for o, (c, s) in enumerate(zip(objs, sizes)):
-            col, ang, om, tex = looks[o]
+        for o, s in enumerate(sizes):
             p, v = pos[o]
             x, y = np.round(p + v*f).astype(int)
-            a = shape_alpha(classes[c].shape, s, ang + om*f)[..., None]
+            rgb, a = mat.draw(looks[o], s, f)
+            a = a[..., None]
             patch = img[y:y+s, x:x+s]
-            img[y:y+s, x:x+s] = patch*(1 - a) + (tex[..., None]*col)*a
+            img[y:y+s, x:x+s] = patch*(1 - a) + rgb*a
             masks[f, o, y:y+s, x:x+s] = a[..., 0] >= .5
         img = img + rng.normal(0, rng.uniform(.01, .035), img.shape).astype(np.float32)
         frames[f] = np.round(np.clip(img, 0, 1)*255).astype(np.uint8)
-    audio = mix_sounds([class_sound(classes[c], rng, seconds, sr) for c in sounding], rng)
+    audio = mix_sounds([mat.sound(c, looks[o], rng, seconds, sr) for o, c in enumerate(sounding)], rng)
     K = len(sounding)
     areas = masks[0].sum((-1, -2))
     return {'frames': frames, 'masks': masks[:, :K], 'audio': audio, 'classes': sounding,
@@ -314,13 +326,43 @@ def _img(path, arr, **kw):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, **kw)
 
+def material_of(cfg:dict, kit:str|None=None):
+    "The material a configuration names: `Shapes` of its class table, or the prepared `Kit` at path `kit`."
+    m = cfg.get('material', 'shapes')
+    if m == 'shapes': return Shapes(make_classes(cfg['n_classes']))
+    if kit is None: raise ValueError(f"material {m!r} needs its prepared kit (m2vsl.material.prepare_kit)")
+    return Kit(kit, cfg['n_classes'])
+
+def describe(mat)->list|dict:
+    "What the manifest records of the material: the shape table, or each class's pictures/sounds and the packages."
+    if isinstance(mat, Shapes): return [asdict(c) for c in mat.classes]
+    k = mat.kit
+    return {'kit': k['kit'], 'version': k['version'], 'names': mat.names,
+            'credits': {n: k['credits'][n] for n in mat.names}, 'backgrounds': k['photo_names'],
+            'packages': {p: {'version': v[0], 'sha256': v[1], 'licence': v[2]} for p, v in k['packages'].items()},
+            'skipped': k['skipped']}
+
+def write_licences(root:Path, mat)->Path:
+    "`LICENCES.md`: where every picture, photograph and sound of a kit comes from, and under which licence."
+    d = describe(mat)
+    rows = [f"| {p} | {v['version']} | {v['licence']} |" for p, v in sorted(d['packages'].items())]
+    per = [f"- **{n}**: " + ', '.join(d['credits'][n]) for n in d['names']]
+    text = (f"# Material of this data set (kit `{d['kit']}` v{d['version']})\n\n"
+            "Pictures, photographs and sounds come from these Debian 12 packages (their `copyright` files, in the "
+            "packages under `usr/share/doc/<package>/`, credit each file):\n\n"
+            "| package | version | licence |\n|---|---|---|\n" + '\n'.join(rows) +
+            "\n\nBackground photographs: " + ', '.join(d['backgrounds']) + "\n\nEach class's pictures and sounds:\n\n" +
+            '\n'.join(per) + '\n')
+    (root/'LICENCES.md').write_text(text)
+    return root/'LICENCES.md'
+
 def _render_job(job:dict)->dict:
     "Render and write one sample (runs in a worker); return its record for the metadata."
     cfg, root = job['cfg'], Path(job['root'])
-    classes = make_classes(cfg['n_classes'])
+    mat = material_of(cfg, job.get('kit'))
     kind, sid, split = job['kind'], job['id'], job.get('split')
     nf, secs = (5, cfg['avs_seconds']) if kind in ('s4', 'ms3') else (1, cfg['seconds'])
-    clip = make_clip(cfg['seed'], job['set'], job['index'], job['sounding'], classes, n_frames=nf,
+    clip = make_clip(cfg['seed'], job['set'], job['index'], job['sounding'], mat, n_frames=nf,
                      size=cfg['image_size'], seconds=secs, sr=cfg['sample_rate'], distractor_p=cfg['distractor_p'])
     sr, q = cfg['sample_rate'], cfg['jpeg_quality']
     if kind in ('vgg', 'inst'):
@@ -331,7 +373,7 @@ def _render_job(job:dict)->dict:
             (d/'masks').mkdir(parents=True, exist_ok=True)
             (d/'masks'/f'{sid}.pkl').write_bytes(pickle.dumps(clip['masks'][0, 0].astype(np.uint8), protocol=4))
     elif kind == 's4':
-        d, cat = root/'avsbench'/'Single-source'/'s4_data', classes[job['sounding'][0]].name
+        d, cat = root/'avsbench'/'Single-source'/'s4_data', mat.names[job['sounding'][0]]
         for k in range(nf):
             _img(d/'visual_frames'/split/cat/sid/f'{sid}_{k+1}.png', clip['frames'][k])
             if split != 'train' or k == 0:
@@ -396,9 +438,9 @@ def _pair_duets(cfg, test_jobs, recs):
         rows.append((a, int(ok[rng.integers(len(ok))])))
     return rows
 
-def write_metadata(root:Path, cfg:dict, jobs:list, recs:list)->dict:
+def write_metadata(root:Path, cfg:dict, jobs:list, recs:list, names:list)->dict:
     "Write every list/csv/json of the three layouts; return per-set statistics for the manifest."
-    names = [c.name for c in make_classes(cfg['n_classes'])]
+
     _write_lines(root/'classes.txt', names)
     by = lambda s: [(j, r) for j, r in zip(jobs, recs) if j['set'] == s]
     v = root/'vggsound'/'metadata'
@@ -440,6 +482,7 @@ def synth_config(
     n_classes:int=10,          # number of categories
     size:str='default',        # preset of the set sizes (`SIZES`); the count arguments below override it
     distractor_p:float=.65,    # probability that a frame holds 1–2 silent distractors
+    material:str='shapes',     # 'shapes' (generated shapes and tones: a fast fixture) or a kit of real material (`KITS`)
     **counts,                  # vgg_train, vgg_test, inst_train, inst_test, inst_duets, s4_{train,val,test}, ms3_{…}
 )->dict:
     "The full configuration of a generated data set (what `manifest.json` records)."
@@ -449,8 +492,11 @@ def synth_config(
     if bad: raise TypeError(f"unknown count argument(s) {sorted(bad)}: expected {sorted(sizes)}")
     sizes.update({k: int(v) for k, v in counts.items() if v is not None})
     if any(v < 0 for v in sizes.values()): raise ValueError(f"counts must be ≥ 0: {sizes}")
+    if material != 'shapes' and material not in KITS:
+        raise ValueError(f"unknown material {material!r}: choose 'shapes' or one of {sorted(KITS)}")
+    kit = {} if material == 'shapes' else dict(material=material, kit_version=KIT_VERSION)
     return dict(generator='m2vsl.synth', version=GENERATOR_VERSION, seed=int(seed), n_classes=int(n_classes),
-                distractor_p=float(distractor_p), image_size=224, sample_rate=16000, seconds=4.0, avs_seconds=5.0,
+                **kit, distractor_p=float(distractor_p), image_size=224, sample_rate=16000, seconds=4.0, avs_seconds=5.0,
                 jpeg_quality=90, **sizes)
 
 def generate(
@@ -470,16 +516,19 @@ def generate(
     ms3_val:int=None,          # MS3 validation videos (0)
     ms3_test:int=None,         # MS3 test videos (60)
     distractor_p:float=.65,    # probability of 1–2 silent distractors per frame
+    material:str='shapes',     # 'shapes' (fast fixture), 'stamps' or 'clipart' (real pictures and sounds, `KITS`)
+    material_dir:str|Path='data/material',  # where a kit's Debian packages are fetched and prepared (not part of the data)
     workers:int|None=None,     # worker processes (None: all CPUs; 1: in this process); files do not depend on it
     force:bool=False,          # replace an existing different data set
     progress:bool=False,       # show a progress bar
 )->Path:                       # `root`
     "Generate the embedded benchmark in the real layouts under `root` (atomically; deterministic for `seed`)."
     root = Path(root)
-    cfg = synth_config(seed, n_classes, size, distractor_p, vgg_train=vgg_train, vgg_test=vgg_test,
+    cfg = synth_config(seed, n_classes, size, distractor_p, material, vgg_train=vgg_train, vgg_test=vgg_test,
                        inst_train=inst_train, inst_test=inst_test, inst_duets=inst_duets, s4_train=s4_train,
                        s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train, ms3_val=ms3_val, ms3_test=ms3_test)
-    make_classes(n_classes)                                   # validates n_classes
+    kit = None if material == 'shapes' else str(prepare_kit(material, material_dir))
+    mat = material_of(cfg, kit)                               # validates n_classes
     if root.exists() and any(root.iterdir()):
         mf = root/'manifest.json'
         old = json.loads(mf.read_text()).get('config') if mf.exists() else None
@@ -491,7 +540,7 @@ def generate(
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     jobs = plan(cfg)
-    for j in jobs: j.update(cfg=cfg, root=str(tmp))
+    for j in jobs: j.update(cfg=cfg, root=str(tmp), kit=kit)
     if workers is None: workers = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     workers = int(workers)
     t0 = time.time()
@@ -501,10 +550,11 @@ def generate(
     else:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex:
             recs = list(_progress(ex.map(_render_job, jobs, chunksize=8), len(jobs), progress))
-    for j in jobs: del j['cfg'], j['root']
-    stats = write_metadata(tmp, cfg, jobs, recs)
-    (tmp/'manifest.json').write_text(json.dumps({'config': cfg, 'classes': [asdict(c) for c in make_classes(n_classes)],
-                                                 'sets': stats}, indent=1, sort_keys=True) + '\n')
+    for j in jobs: del j['cfg'], j['root'], j['kit']
+    stats = write_metadata(tmp, cfg, jobs, recs, mat.names)
+    (tmp/'manifest.json').write_text(json.dumps({'config': cfg, 'classes': describe(mat), 'sets': stats},
+                                                indent=1, sort_keys=True) + '\n')
+    if kit: write_licences(tmp, mat)
     if progress: print(f"rendered {len(jobs)} samples in {time.time() - t0:.1f} s", file=sys.stderr)
     if root.exists():
         old = root.with_name(root.name + '.old.tmp')
@@ -537,6 +587,8 @@ def main(
     ms3_val:int=None,          # … MS3 validation videos
     ms3_test:int=None,         # … MS3 test videos
     distractor_p:float=.65,    # probability of silent distractors in a frame
+    material:str='shapes',     # shapes (fast fixture), stamps or clipart (real pictures and recorded sounds)
+    material_dir:str='data/material',  # where a kit's Debian packages are fetched and prepared
     workers:int=None,          # worker processes (default: all CPUs)
     force:store_true=False,    # replace an existing different data set
     quiet:store_true=False,    # no progress bar
@@ -546,7 +598,7 @@ def main(
     counts = dict(vgg_train=vgg_train, vgg_test=vgg_test, inst_train=inst_train, inst_test=inst_test,
                   inst_duets=inst_duets, s4_train=s4_train, s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train,
                   ms3_val=ms3_val, ms3_test=ms3_test)
-    try: r = generate(out, seed=seed, n_classes=n_classes, size=size, distractor_p=distractor_p, workers=workers,
-                      force=force, progress=not quiet, **counts)
-    except (FileExistsError, ValueError) as e: sys.exit(f"m2vsl.synth: {e}")
+    try: r = generate(out, seed=seed, n_classes=n_classes, size=size, distractor_p=distractor_p, material=material,
+                      material_dir=material_dir, workers=workers, force=force, progress=not quiet, **counts)
+    except (FileExistsError, ValueError, MaterialError) as e: sys.exit(f"m2vsl.synth: {e}")
     print(f"{r}: {json.loads((r/'manifest.json').read_text())['sets']} ({time.time() - t0:.1f} s)")
