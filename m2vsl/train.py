@@ -28,10 +28,11 @@ log = logging.getLogger('m2vsl.train')
 
 # %% auto #0
 __all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'parse_overrides', 'load_config', 'Dist',
-           'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'rng_state',
-           'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint', 'load_checkpoint', 'dataset_ids',
-           'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp', 'autocast', 'to_device', 'set_train_mode',
-           'forward_loss', 'validation_loss', 'find_checkpoint', 'train', 'main']
+           'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'sample_seed',
+           'SeededItems', 'rng_state', 'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint',
+           'load_checkpoint', 'dataset_ids', 'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp',
+           'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'validation_loss', 'find_checkpoint', 'train',
+           'main']
 
 # %% ../nbs/40_train.ipynb #445903d1
 AMP_MODES = ('auto', 'none', 'bf16', 'fp16')
@@ -235,6 +236,22 @@ def seed_all(seed:int):
 def epoch_seed(seed:int, epoch:int, rank:int)->int:
     "The seed of every RNG of process `rank` in `epoch`."
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+def sample_seed(seed:int, epoch:int, index:int)->int:
+    "The seed of every random draw of item `index` in `epoch`, whichever process or data-loader worker loads it."
+    return int(np.random.SeedSequence([seed, epoch, index, 0x5EED]).generate_state(1)[0])
+
+class SeededItems(Dataset):
+    """`dataset` whose item `i` draws its randomness (torch CPU, numpy, python) from `sample_seed(seed, epoch, i)`;
+    the loading process's RNG states are left as they were."""
+    def __init__(self, dataset:Dataset, seed:int, epoch:int): self.dataset, self.seed, self.epoch = dataset, seed, epoch
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i:int):
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        s = sample_seed(self.seed, self.epoch, i)
+        torch.default_generator.manual_seed(s); np.random.seed(s % 2**32); random.seed(s)
+        try: return self.dataset[i]
+        finally: torch.set_rng_state(saved[0]); np.random.set_state(saved[1]); random.setstate(saved[2])
 
 def rng_state()->dict:
     "RNG states of torch (CPU, CUDA), numpy and python as tensors/lists (loadable with `weights_only=True`)."
@@ -569,7 +586,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         sampler = DistributedSampler(train_ds, D.world, D.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         sampler.set_epoch(epoch)
         order = list(sampler)[st['pos']*bs: steps_per_epoch*bs]
-        loader = DataLoader(train_ds, batch_size=bs, sampler=order, collate_fn=collate, drop_last=True,
+        loader = DataLoader(SeededItems(train_ds, cfg.seed, epoch), batch_size=bs, sampler=order, collate_fn=collate, drop_last=True,
                             num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, D.rank) + st['pos']))
         set_train_mode(net, True, cfg.freeze_bn)
         t0 = time.time()

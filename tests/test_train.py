@@ -1,7 +1,8 @@
 """Training engine bars (issue 5): DDP = single process, exact resume after SIGKILL, checkpoint safety, train → evaluate."""
-import builtins, hashlib, json, logging, os, pickle, shutil, signal, socket, subprocess, sys, time
+import builtins, hashlib, json, logging, os, pickle, random, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,20 @@ class ToyAV(Dataset):
 def toy_factory(cfg):
     "data_factory for the command-line runs: `data_factory=test_train:toy_factory`."
     return ToyAV(20)
+
+
+class ToyAugAV(ToyAV):
+    "ToyAV with augmentation drawn from the global RNGs (torch, numpy, python), as a data set's transforms do."
+    def __getitem__(self, i):
+        x = super().__getitem__(i)
+        if torch.rand(1) < 0.5: x['image'], x['gt'] = x['image'].flip(-1), x['gt'].flip(-1)
+        x['image'] = x['image'] + 0.3*torch.randn_like(x['image']) + float(np.random.uniform(-.2, .2)) + random.uniform(-.2, .2)
+        return x
+
+
+def toy_aug_factory(cfg):
+    "data_factory with augmentation: `data_factory=test_train:toy_aug_factory`."
+    return ToyAugAV(20)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,3 +427,72 @@ def test_resume_completes_the_outputs_of_a_finished_run(tmp_path, monkeypatch, e
         a, b = (json.loads((d/f).read_text()) for d in (tmp_path/'ref', run))
         assert a['config'].pop('run_dir') != b['config'].pop('run_dir') and a == b, f
     assert _dvclive_values(tmp_path/'ref') == _dvclive_values(run)
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (6) issue #16: SIGKILL with data-loader workers at every kind of point, then resume: exact
+KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+import m2vsl.train as T
+point, n, count = sys.argv[1], int(sys.argv[2]), [0]
+def die(): os.kill(os.getpid(), signal.SIGKILL)
+if point == 'step':        # in this process's n-th training forward pass (mid-epoch, workers running)
+    real_fl = T.forward_loss
+    def fl(model, *a, **k):
+        if model.training:
+            count[0] += 1
+            if count[0] == n: die()
+        return real_fl(model, *a, **k)
+    T.forward_loss = fl
+elif point == 'save':      # in this process's n-th checkpoint save: the temporary file written, not yet renamed
+    real_rp = os.replace
+    def rp(src, dst):
+        if str(dst).endswith('.pt'):
+            count[0] += 1
+            if count[0] == n: die()
+        return real_rp(src, dst)
+    os.replace = rp
+elif point == 'outputs':   # after the last checkpoint, before the outputs of epoch n
+    real_wj = T._write_json
+    def wj(path, obj):
+        if Path(path).name == 'history.json' and len(obj['history']) == n: die()
+        return real_wj(path, obj)
+    T._write_json = wj
+T.main(sys.argv[3:])
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_with_workers_at_every_point_resumes_exactly(tmp_path):
+    args = ['data_factory=test_train:toy_aug_factory', 'model.dim=32', 'model.num_classes=3', 'model.mmt_heads=4',
+            'batch_size=4', 'epochs=2', 'val_fraction=0.2', 'ckpt_every=1', 'num_workers=1', 'progress=false', 'dvclive=false']
+    ref, kil = tmp_path/'ref', tmp_path/'killed'
+    p_ref = subprocess.Popen([sys.executable, '-m', 'm2vsl.train', *args, f"run_dir={ref}"], env=_env(), cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = kil/'checkpoints/last.pt'
+    # 4 steps an epoch: killed in step 3; in the save of step 4 (epoch end); in the next process's first save
+    # (two interrupted saves in a row); after the final checkpoint, before the outputs; then resumed to the end
+    for point, n in (('step', 3), ('save', 2), ('save', 1), ('outputs', 2), (None, 0)):
+        cmd = [sys.executable, '-c', KILLER, point or 'none', str(n), *args, f"run_dir={kil}"]
+        r = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        if point is None: assert r.returncode == 0, r.stderr[-3000:]
+        else: assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-3000:])
+        if last.exists(): load_checkpoint(last)                       # an intact checkpoint is always accepted
+        if point != 'step': assert 'resumed from' in r.stderr and 'falling back' not in r.stderr, r.stderr[-3000:]
+    assert p_ref.wait() == 0, p_ref.stderr.read().decode()[-3000:]
+    assert not [p for p in kil.rglob('*') if '.tmp' in p.name]        # no temporary file after the resumed run
+
+    a, b = load_checkpoint(ref/'checkpoints/last.pt'), load_checkpoint(last)
+    assert (a['epoch'], a['step']) == (b['epoch'], b['step']) == (2, 8)
+    diff = max(float((a['model'][k].float() - b['model'][k].float()).abs().max()) for k in a['model'])
+    print(f"resume with a worker: max |Δweight| = {diff}")
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    for f in ('metrics.json', 'history.json'):
+        ma, mb = (json.loads((d/f).read_text()) for d in (ref, kil))
+        assert ma['config'].pop('run_dir') != mb['config'].pop('run_dir') and ma == mb, f
+    seed_all(0); init = methods.build('m2vsl', **TINY)[0].state_dict()   # training did change the weights
+    assert any(not torch.equal(init[k], a['model'][k]) for k in init if init[k].is_floating_point())
