@@ -17,8 +17,9 @@ from .data import DataConfig, build_dataset
 from . import methods as _methods
 
 # %% auto #0
-__all__ = ['TASKS', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config', 'dataset', 'model_fields', 'train_config',
-           'write_json', 'build_table', 'qualitative_figure', 'line_figure', 'main']
+__all__ = ['TASKS', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config', 'dataset', 'model_fields',
+           'train_config', 'write_json', 'pretrain_config', 'export_encoders', 'build_table', 'qualitative_figure',
+           'line_figure', 'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 TASKS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4
@@ -78,6 +79,35 @@ def write_json(path:str|Path, obj)->Path:
     "Write JSON with `m2vsl.runtime.atomic_write` (whole or not at all, the mode `open(path, 'w')` gives), creating the folder."
     with atomic_write(path) as t: t.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + '\n')
     return Path(path)
+
+# %% ../nbs/60_pipeline.ipynb #4036301d
+PRETRAIN_DIR = 'runs/pretrain'
+
+def pretrain_config(
+    params:str|Path|dict='params.yaml',  # params file (or its parsed dict)
+    run_dir:str=PRETRAIN_DIR,            # run folder of the pretraining
+):                                       # a `TrainConfig`, or None when the stage is off
+    "The `TrainConfig` of the shared encoder pretraining: `pretrain.method` trained with the `pretrain:` options over `train:`."
+    p = params if isinstance(params, dict) else load_params(params)
+    s = dict(p.get('pretrain') or {})
+    if not s.get('epochs'): return None
+    method = s.pop('method', 'cam'); s.pop('audio', None)
+    ov = [f'{k}={json.dumps(v)}' for k, v in s.items()] + ['model.pretrained=false']   # the pretraining starts from scratch
+    return train_config(p, method=method, run_dir=run_dir, overrides=ov)
+
+def export_encoders(
+    checkpoint:str|Path,       # a checkpoint of the pretraining run
+    out:str|Path,              # the weights file (`.safetensors`)
+    audio:bool=True,           # also hand over the audio trunk (False: visual only, as ImageNet)
+)->Path:
+    "Write the trunks of a checkpoint's encoders as torchvision ResNet18 weights (`m2vsl.model.encoder_weights`)."
+    from safetensors.torch import save_file
+    from m2vsl.evaluate import model_from_checkpoint
+    from m2vsl.model import encoder_weights
+    model, _, _ = model_from_checkpoint(checkpoint)
+    w = {k: v for k, v in encoder_weights(model).items() if audio or not k.startswith('audio.')}
+    with atomic_write(out) as t: save_file(w, str(t))
+    return Path(out)
 
 # %% ../nbs/60_pipeline.ipynb #cee01df1
 TABLES = {

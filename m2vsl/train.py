@@ -107,8 +107,8 @@ def _plain(x):
     if isinstance(x, Path): return str(x)
     return x
 
-def _coerce(v, default, name:str):
-    "`v` (from YAML or the command line) converted to the type of `default`."
+def _coerce(v, default, name:str, ann=None):
+    "`v` (from YAML or the command line) converted to the type of `default` (a `bool|str` field, by `ann`, also takes a path)."
     if default is None or v is None: return v
     t = type(default)
     try:
@@ -116,6 +116,7 @@ def _coerce(v, default, name:str):
             if isinstance(v, str):
                 if v.lower() in ('true', 'yes', '1', 'on'): return True
                 if v.lower() in ('false', 'no', '0', 'off'): return False
+                if 'str' in str(ann) and v: return v
                 raise ValueError(v)
             return bool(v)
         if t is tuple: return tuple(v) if isinstance(v, (list, tuple)) else (v,)
@@ -137,7 +138,7 @@ def _sub(cls, value, base:dict, name:str):
     proto = cls(**base) if name != 'data' else None
     for k, v in value.items():
         dflt = getattr(proto, k) if proto is not None else known[k].default
-        kw[k] = _coerce(v, None if dflt is MISSING else dflt, f"{name}.{k}")
+        kw[k] = _coerce(v, None if dflt is MISSING else dflt, f"{name}.{k}", known[k].type)
     return cls(**kw)
 
 # %% ../nbs/40_train.ipynb #cf975ece
