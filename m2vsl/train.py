@@ -31,8 +31,8 @@ __all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'parse_over
            'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'sample_seed',
            'SeededItems', 'rng_state', 'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint',
            'load_checkpoint', 'dataset_ids', 'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp',
-           'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'validation_loss', 'find_checkpoint', 'train',
-           'main']
+           'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'finite_step', 'validation_loss',
+           'find_checkpoint', 'train', 'main']
 
 # %% ../nbs/40_train.ipynb #445903d1
 AMP_MODES = ('auto', 'none', 'bf16', 'fp16')
@@ -432,6 +432,15 @@ def forward_loss(
         out = model({'image': batch['image'], 'audio': batch['audio']})
         return method.loss(out, batch, mcfg, gather)
 
+def finite_step(
+    loss:torch.Tensor,         # the step's loss
+    model:nn.Module,           # the model, gradients computed (the same on every process after DDP's all-reduce)
+)->bool:
+    "Whether the loss and every gradient are finite (else the engine skips the update: bf16 has no GradScaler to do it)."
+    if not torch.isfinite(loss.detach()).all(): return False
+    gs = [p.grad for p in model.parameters() if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in gs]).all()) if gs else True
+
 def _unwrap(m:nn.Module)->nn.Module: return m.module if hasattr(m, 'module') else m
 
 # %% ../nbs/40_train.ipynb #0b2b53b0
@@ -601,20 +610,28 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
                 scaler.scale(loss).backward(); scaler.unscale_(opt)
             else: loss.backward()
             if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            acc = st['acc']
             if scaler is not None: scaler.step(opt); scaler.update()
-            else: opt.step()
+            elif finite_step(loss, model): opt.step()
+            else:   # bf16/fp32 have no GradScaler: a non-finite loss or gradient skips the update, counted and announced
+                acc['skipped'] = acc.get('skipped', 0) + 1
+                log.warning(f"epoch {epoch + 1} step {st['step'] + 1}: non-finite loss or gradient (amp={amp}); update skipped")
             if sched is not None: sched.step()
             vals = _reduce_mean(torch.tensor([float(loss.detach())] + [parts[k] for k in sorted(parts)], dtype=torch.float64, device=D.device), D).tolist()
-            acc = st['acc']
-            acc['n'] = acc.get('n', 0) + 1
-            for k, v in zip(['loss'] + sorted(parts), vals): acc[k] = acc.get(k, 0.0) + v
+            if all(math.isfinite(v) for v in vals):
+                acc['n'] = acc.get('n', 0) + 1
+                for k, v in zip(['loss'] + sorted(parts), vals): acc[k] = acc.get(k, 0.0) + v
             st['step'] += 1; st['pos'] += 1
             if show: bar.set_postfix(loss=f"{vals[0]:.4f}", refresh=False)
             if cfg.ckpt_every and st['step'] % cfg.ckpt_every == 0 and st['pos'] < steps_per_epoch: checkpoint(['last.pt'])
         bar.close()
         acc = st['acc']
+        if not acc.get('n'):
+            raise FloatingPointError(f"{run}: every step of epoch {epoch + 1} had a non-finite loss or gradient (amp={amp}); "
+                                     f"lower the lr, or train in fp32 (amp: none)")
         row = {'epoch': epoch + 1, 'step': st['step'], 'train_loss': acc['loss']/acc['n']}
-        row.update({f"train_{k}": acc[k]/acc['n'] for k in sorted(acc) if k not in ('n', 'loss')})
+        row.update({f"train_{k}": acc[k]/acc['n'] for k in sorted(acc) if k not in ('n', 'loss', 'skipped')})
+        if acc.get('skipped'): row['skipped_steps'] = acc['skipped']
         row['val_loss'] = (validation_loss(net.module if D.world > 1 else net, method, cfg.model, val_loader, D, gather, amp)
                            if val_loader is not None else None)
         row['lr'] = opt.param_groups[0]['lr']

@@ -1,5 +1,5 @@
 """Training engine bars (issue 5): DDP = single process, exact resume after SIGKILL, checkpoint safety, train → evaluate."""
-import builtins, hashlib, json, logging, os, pickle, random, shutil, signal, socket, subprocess, sys, time
+import builtins, hashlib, json, logging, math, os, pickle, random, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -496,3 +496,27 @@ def test_sigkill_with_workers_at_every_point_resumes_exactly(tmp_path):
         assert ma['config'].pop('run_dir') != mb['config'].pop('run_dir') and ma == mb, f
     seed_all(0); init = methods.build('m2vsl', **TINY)[0].state_dict()   # training did change the weights
     assert any(not torch.equal(init[k], a['model'][k]) for k in init if init[k].is_floating_point())
+
+
+class _NaNAt(ToyAV):
+    "ToyAV whose items in `bad` carry a NaN image (a non-finite loss on the steps that draw them)."
+    def __init__(self, n=24, bad=(), **kw): super().__init__(n, **kw); self.bad = set(bad)
+    def __getitem__(self, i):
+        it = super().__getitem__(i)
+        if i in self.bad or 'all' in self.bad: it['image'] = it['image']*float('nan')
+        return it
+
+
+def test_non_finite_steps_are_skipped_counted_and_fatal_when_every_step(tmp_path, caplog):
+    cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=1, val_fraction=0.25, run_dir=str(tmp_path/'run'),
+                      progress=False, amp='none', dvclive=False)
+    with caplog.at_level('WARNING'):
+        res = train(cfg, _NaNAt(24, bad={0, 1, 2, 3, 4, 5, 6, 7}))
+    row = res['history'][0]
+    assert row.get('skipped_steps', 0) >= 1 and math.isfinite(row['train_loss']), row
+    assert 'update skipped' in caplog.text
+    model, _, _ = model_from_checkpoint(tmp_path/'run'/'checkpoints'/'last.pt')
+    assert all(torch.isfinite(p).all() for p in model.parameters())      # no NaN ever reached the weights
+    cfg2 = TrainConfig(**{**cfg.to_dict(), 'run_dir': str(tmp_path/'run2')})
+    with pytest.raises(FloatingPointError, match='every step of epoch 1'):
+        train(cfg2, _NaNAt(24, bad={'all'}))
