@@ -87,13 +87,14 @@ def pretrain_config(
     params:str|Path|dict='params.yaml',  # params file (or its parsed dict)
     run_dir:str=PRETRAIN_DIR,            # run folder of the pretraining
 ):                                       # a `TrainConfig`, or None when the stage is off
-    "The `TrainConfig` of the shared encoder pretraining: `pretrain.method` trained with the `pretrain:` options over `train:`."
+    "The `TrainConfig` of the shared encoder pretraining: `pretrain.method` trained on `data.pretrain` (else `data.train`) with the `pretrain:` options over `train:`."
     p = params if isinstance(params, dict) else load_params(params)
     s = dict(p.get('pretrain') or {})
     if not s.get('epochs'): return None
     method = s.pop('method', 'cam'); s.pop('audio', None)
     ov = [f'{k}={json.dumps(v)}' for k, v in s.items()] + ['model.pretrained=false']   # the pretraining starts from scratch
-    return train_config(p, method=method, run_dir=run_dir, overrides=ov)
+    data = dict(p['data'], train=p['data'].get('pretrain', p['data']['train']))       # its own set, else the training clips
+    return train_config(dict(p, data=data), method=method, run_dir=run_dir, overrides=ov)
 
 def export_encoders(
     checkpoint:str|Path,       # a checkpoint of the pretraining run

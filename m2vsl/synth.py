@@ -17,9 +17,9 @@ from fastcore.script import call_parse, store_true
 from .material import KITS, KIT_VERSION, DEBS, Kit, MaterialError, prepare_kit
 
 # %% auto #0
-__all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHYTHMS', 'SIZES', 'SynthClass', 'make_classes',
-           'clip_rng', 'class_sound', 'mix_sounds', 'shape_alpha', 'texture', 'background', 'norm_box', 'Shapes',
-           'make_clip', 'material_of', 'describe', 'write_licences', 'plan', 'write_metadata', 'synth_config',
+__all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHYTHMS', 'SIZES', 'PRETRAIN_SCALE', 'SynthClass',
+           'make_classes', 'clip_rng', 'class_sound', 'mix_sounds', 'shape_alpha', 'texture', 'background', 'norm_box',
+           'Shapes', 'make_clip', 'material_of', 'describe', 'write_licences', 'plan', 'write_metadata', 'synth_config',
            'generate', 'main']
 
 # %% ../nbs/20_synth.ipynb #b5b7102f
@@ -293,11 +293,12 @@ def make_clip(
 # %% ../nbs/20_synth.ipynb #6557bf56
 SIZES = {   # presets for the CLI's --size
     'tiny': dict(vgg_train=24, vgg_test=16, inst_train=12, inst_test=12, inst_duets=8, s4_train=4, s4_val=2, s4_test=3,
-                 ms3_train=0, ms3_val=0, ms3_test=3),
+                 ms3_train=0, ms3_val=0, ms3_test=3, pre_train=0),
     'small': dict(vgg_train=400, vgg_test=100, inst_train=150, inst_test=50, inst_duets=50, s4_train=50, s4_val=10,
-                  s4_test=15, ms3_train=0, ms3_val=0, ms3_test=15),
+                  s4_test=15, ms3_train=0, ms3_val=0, ms3_test=15, pre_train=0),
     'default': dict(vgg_train=1600, vgg_test=400, inst_train=600, inst_test=200, inst_duets=200, s4_train=200,
-                    s4_val=40, s4_test=60, ms3_train=0, ms3_val=0, ms3_test=60)}
+                    s4_val=40, s4_test=60, ms3_train=0, ms3_val=0, ms3_test=60, pre_train=0)}
+PRETRAIN_SCALE = (.25, .65)  # the pretraining set: one object per frame, 25–65 % of the side (as ImageNet: one object, varied place and scale)
 _PLAN = 2**32 - 1   # the 'index' of a set's plan-level generator (samples use 0, 1, …)
 _YT = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 
@@ -362,11 +363,13 @@ def _render_job(job:dict)->dict:
     mat = material_of(cfg, job.get('kit'))
     kind, sid, split = job['kind'], job['id'], job.get('split')
     nf, secs = (5, cfg['avs_seconds']) if kind in ('s4', 'ms3') else (1, cfg['seconds'])
+    pre = kind == 'pre'
     clip = make_clip(cfg['seed'], job['set'], job['index'], job['sounding'], mat, n_frames=nf,
-                     size=cfg['image_size'], seconds=secs, sr=cfg['sample_rate'], distractor_p=cfg['distractor_p'])
+                     size=cfg['image_size'], seconds=secs, sr=cfg['sample_rate'],
+                     distractor_p=0. if pre else cfg['distractor_p'], scale=PRETRAIN_SCALE if pre else (.3, .7))
     sr, q = cfg['sample_rate'], cfg['jpeg_quality']
-    if kind in ('vgg', 'inst'):
-        d = root/('vggsound' if kind == 'vgg' else 'instruments')
+    if kind in ('vgg', 'inst', 'pre'):
+        d = root/{'vgg': 'vggsound', 'inst': 'instruments', 'pre': 'pretrain'}[kind]
         _img(d/'frames'/f'{sid}.jpg', clip['frames'][0], quality=q)
         _wav(d/'audio'/f'{sid}.wav', clip['audio'], sr)
         if kind == 'inst' and job['test']:
@@ -405,6 +408,9 @@ def plan(cfg:dict)->list:
         n = cfg[f'vgg_{split}']
         ids = [f'{y}_{s:06d}' for y, s in zip(_ids(r, n, seen), r.integers(0, 300, n))]
         add('vgg', f'vggsound/{split}', ids, [(c,) for c in _balanced(prng(f'vggsound/{split}'), n, C)], split=split)
+    n = cfg.get('pre_train', 0)
+    ids = [f'{y}_{s:06d}' for y, s in zip(_ids(r, n, seen), r.integers(0, 300, n))]
+    add('pre', 'pretrain/train', ids, [(c,) for c in _balanced(prng('pretrain/train'), n, C)], split='train')
     n = cfg['inst_train']
     ids = [f'{y}_{s:06d}' for y, s in zip(_ids(r, n, seen), r.integers(0, 300, n))]
     add('inst', 'instruments/train', ids, [(c,) for c in _balanced(prng('instruments/train'), n, C)], test=False)
@@ -451,6 +457,11 @@ def write_metadata(root:Path, cfg:dict, jobs:list, recs:list, names:list)->dict:
                                             for j, r in te]))
     _write_lines(v/'vggsound.csv', [f"{j['id'][:11]},{int(j['id'][12:])},{names[j['sounding'][0]]},{s}"
                                     for s, rows in (('train', tr), ('test', te)) for j, _ in rows])
+    pre = by('pretrain/train')
+    if pre:   # the object-centric pretraining set: the VGGSound layout, training clips only
+        v = root/'pretrain'/'metadata'
+        _write_lines(v/'train.txt', sorted(j['id'] for j, _ in pre))
+        _write_lines(v/'vggsound.csv', [f"{j['id'][:11]},{int(j['id'][12:])},{names[j['sounding'][0]]},train" for j, _ in pre])
     m = root/'instruments'/'metadata'
     itr, ite = by('instruments/train'), by('instruments/test')
     _write_lines(m/'vgginstruments_train.txt', [f"{j['id']},{names[j['sounding'][0]]}" for j, _ in itr])
@@ -515,6 +526,7 @@ def generate(
     ms3_train:int=None,        # AVSBench-MS3 training videos (0)
     ms3_val:int=None,          # MS3 validation videos (0)
     ms3_test:int=None,         # MS3 test videos (60)
+    pre_train:int=None,        # object-centric clips of the pretraining set (`pretrain/`, VGGSound layout; 0)
     distractor_p:float=.65,    # probability of 1–2 silent distractors per frame
     material:str='shapes',     # 'shapes' (fast fixture), 'stamps' or 'clipart' (real pictures and sounds, `KITS`)
     material_dir:str|Path='data/material',  # where a kit's Debian packages are fetched and prepared (not part of the data)
@@ -526,7 +538,8 @@ def generate(
     root = Path(root)
     cfg = synth_config(seed, n_classes, size, distractor_p, material, vgg_train=vgg_train, vgg_test=vgg_test,
                        inst_train=inst_train, inst_test=inst_test, inst_duets=inst_duets, s4_train=s4_train,
-                       s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train, ms3_val=ms3_val, ms3_test=ms3_test)
+                       s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train, ms3_val=ms3_val, ms3_test=ms3_test,
+                       pre_train=pre_train)
     kit = None if material == 'shapes' else str(prepare_kit(material, material_dir))
     mat = material_of(cfg, kit)                               # validates n_classes
     if root.exists() and any(root.iterdir()):
@@ -586,6 +599,7 @@ def main(
     ms3_train:int=None,        # … MS3 training videos
     ms3_val:int=None,          # … MS3 validation videos
     ms3_test:int=None,         # … MS3 test videos
+    pre_train:int=None,        # … object-centric clips of the pretraining set
     distractor_p:float=.65,    # probability of silent distractors in a frame
     material:str='shapes',     # shapes (fast fixture), stamps or clipart (real pictures and recorded sounds)
     material_dir:str='data/material',  # where a kit's Debian packages are fetched and prepared
@@ -597,7 +611,7 @@ def main(
     t0 = time.time()
     counts = dict(vgg_train=vgg_train, vgg_test=vgg_test, inst_train=inst_train, inst_test=inst_test,
                   inst_duets=inst_duets, s4_train=s4_train, s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train,
-                  ms3_val=ms3_val, ms3_test=ms3_test)
+                  ms3_val=ms3_val, ms3_test=ms3_test, pre_train=pre_train)
     try: r = generate(out, seed=seed, n_classes=n_classes, size=size, distractor_p=distractor_p, material=material,
                       material_dir=material_dir, workers=workers, force=force, progress=not quiet, **counts)
     except (FileExistsError, ValueError, MaterialError) as e: sys.exit(f"m2vsl.synth: {e}")

@@ -3,7 +3,7 @@
 Checks that `tools/reproduce.sh` (what `make reproduce` runs) produces every table and figure, that a second
 `dvc repro` has nothing to do, and that `dvc metrics show`, `dvc params diff`, `dvc plots show` (offline: image
 plots) and `dvc exp run -S` work."""
-import os, shutil, subprocess, sys, time
+import json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -37,8 +37,14 @@ def test_tiny_pipeline_end_to_end(scratch):
     print(f"tiny pipeline: {time.time() - t:.0f} s")
     for f in ['reports/tables/table1.md', 'reports/tables/table2.md', 'reports/tables/table3.md', 'reports/tables/table4.md',
               'reports/tables/summary.md', 'reports/figures/fig3_single.png', 'reports/figures/fig4_batch_size.png',
-              'reports/figures/training_curves.png', 'reports/train/m2vsl.ipynb', 'metrics/m2vsl.json', 'README.md']:
+              'reports/figures/training_curves.png', 'reports/train/m2vsl.ipynb', 'metrics/m2vsl.json', 'README.md',
+              'runs/pretrain/encoders.safetensors', 'metrics/untrained_ezvsl.json', 'reports/tables/learning.md']:
         assert (scratch/f).exists(), f
+    # every method started from the shared pretraining's encoders, and the learning check reports each method
+    cfg = json.loads((scratch/'runs/ezvsl/history.json').read_text())['config']
+    assert cfg['model']['pretrained'] == 'runs/pretrain/encoders.safetensors', cfg['model']
+    learn = (scratch/'reports/tables/learning.md').read_text()
+    assert '| m2vsl | single pixel_ap |' in learn and '| ezvsl | seg miou |' in learn, learn
     t1 = (scratch/'reports/tables/table1.md').read_text()
     assert '| m2vsl |' in t1 and '(reported)' in t1 and '| centre_prior |' in t1
     assert '![fig3_single](reports/figures/fig3_single.png)' in (scratch/'README.md').read_text()
