@@ -23,14 +23,14 @@ DDP_MODEL = dict(TINY, dim=256, mmt_dim=32)
 
 class ToyAV(Dataset):
     "Sample-contract clips: a coloured square (class = colour) at a random place; a spectrogram band per class."
-    def __init__(self, n=24, size=32, C=3, seed=0): self.n, self.S, self.C, self.seed = n, size, C, seed
+    def __init__(self, n=24, size=32, C=3, seed=0, audio=(33, 16)): self.n, self.S, self.C, self.seed, self.A = n, size, C, seed, audio
     def __len__(self): return self.n
     def __getitem__(self, i):
         g = torch.Generator().manual_seed(self.seed*100003 + i); S, c = self.S, i % self.C
         img = torch.randn(3, S, S, generator=g)*0.3; gt = torch.zeros(1, S, S)
         y, x = (int(v) for v in torch.randint(0, S - S//4, (2,), generator=g))
         img[c, y:y+S//4, x:x+S//4] += 2; gt[0, y:y+S//4, x:x+S//4] = 1
-        aud = torch.randn(1, 33, 16, generator=g)*0.3; aud[0, 4 + c*8:8 + c*8] += 2
+        aud = torch.randn(1, *self.A, generator=g)*0.3; aud[0, 4 + c*8:8 + c*8] += 2
         return {'id': f"toy{i:04d}", 'image': img, 'audio': aud, 'labels': F.one_hot(torch.tensor(c), self.C).float(),
                 'classes': torch.tensor([c]), 'gt': gt, 'has_gt': True}
 
@@ -270,7 +270,9 @@ def test_config_sources(tmp_path):
 def test_train_then_evaluate_smoke(tmp_path):
     cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=2, val_fraction=0.25, run_dir=str(tmp_path/'run'),
                       progress=False, amp='auto')
-    res = train(cfg, ToyAV(16))
+    # the CPU profile's input sizes (64 px, 65×76): with AMX bf16 the 32-px / 33×16 toy (1×1 and 2×1 last grids) gets
+    # NaN gradients from the bf16 backward on this torch (the engine then skips those updates, see the test below)
+    res = train(cfg, ToyAV(16, size=64, audio=(65, 76)))
     run = tmp_path/'run'
     assert res['amp_resolved'] == resolve_amp('auto', torch.device('cpu'))   # bf16 only where the CPU has it
     split = json.loads((run/'split.json').read_text())
@@ -283,11 +285,11 @@ def test_train_then_evaluate_smoke(tmp_path):
     assert not any(k.startswith('module.') for k in ck['model'])
     model, method, tcfg = model_from_checkpoint(run/'checkpoints/best.pt')
     assert tcfg == cfg
-    test = ToyAV(6, seed=5)
+    test = ToyAV(6, seed=5, size=64, audio=(65, 76))
     r = evaluate(model, test, 'single', batch_size=6, csv=tmp_path/'per_sample.csv', keep_maps=3, progress=False)
     assert r['metrics']['n_samples'] == 6 and 0 <= r['metrics']['iou@0.5'] <= 1
     assert len((tmp_path/'per_sample.csv').read_text().splitlines()) == 7
-    assert r['maps']['maps'].shape == (3, 32, 32)
+    assert r['maps']['maps'].shape == (3, 64, 64)
     table = compare({'trained': model, 'untrained': untrained(model), 'centre_prior': CentrePrior()}, test, 'single',
                     progress=False)
     assert list(table.index) == ['trained', 'untrained', 'centre_prior'] and 'mean_ciou' in table
