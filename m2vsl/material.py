@@ -56,7 +56,10 @@ def fetch_deb(
         if shutil.which('apt-get') is None:
             raise MaterialError(f"{deb}: missing, and apt-get is not available to download {name}={version} "
                                 f"(Debian 12). Place that .deb there (sha256 {sha}) and run again.")
-        r = subprocess.run(['apt-get', 'download', '-q', f'{name}={version}'], cwd=debs, capture_output=True, text=True)
+        get = lambda: subprocess.run(['apt-get', 'download', '-q', f'{name}={version}'], cwd=debs, capture_output=True, text=True)
+        r = get()
+        if r.returncode and hasattr(os, 'geteuid') and os.geteuid() == 0:   # a fresh machine has no package lists yet
+            subprocess.run(['apt-get', 'update', '-qq'], capture_output=True, text=True); r = get()
         got = sorted(debs.glob(f'{name}_*.deb'))
         if r.returncode or not got:
             raise MaterialError(f"apt-get download {name}={version} failed ({r.stderr.strip()[-300:]}). "
