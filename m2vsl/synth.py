@@ -446,7 +446,6 @@ def _pair_duets(cfg, test_jobs, recs):
 
 def write_metadata(root:Path, cfg:dict, jobs:list, recs:list, names:list)->dict:
     "Write every list/csv/json of the three layouts; return per-set statistics for the manifest."
-
     _write_lines(root/'classes.txt', names)
     by = lambda s: [(j, r) for j, r in zip(jobs, recs) if j['set'] == s]
     v = root/'vggsound'/'metadata'
@@ -458,7 +457,7 @@ def write_metadata(root:Path, cfg:dict, jobs:list, recs:list, names:list)->dict:
     _write_lines(v/'vggsound.csv', [f"{j['id'][:11]},{int(j['id'][12:])},{names[j['sounding'][0]]},{s}"
                                     for s, rows in (('train', tr), ('test', te)) for j, _ in rows])
     pre = by('pretrain/train')
-    if pre:   # the object-centric pretraining set: the VGGSound layout, training clips only
+    if pre:   # the pretraining set (one object per frame): the VGGSound layout, training clips only
         v = root/'pretrain'/'metadata'
         _write_lines(v/'train.txt', sorted(j['id'] for j, _ in pre))
         _write_lines(v/'vggsound.csv', [f"{j['id'][:11]},{int(j['id'][12:])},{names[j['sounding'][0]]},train" for j, _ in pre])
@@ -540,15 +539,16 @@ def generate(
                        inst_train=inst_train, inst_test=inst_test, inst_duets=inst_duets, s4_train=s4_train,
                        s4_val=s4_val, s4_test=s4_test, ms3_train=ms3_train, ms3_val=ms3_val, ms3_test=ms3_test,
                        pre_train=pre_train)
-    kit = None if material == 'shapes' else str(prepare_kit(material, material_dir))
-    mat = material_of(cfg, kit)                               # validates n_classes
+    if material == 'shapes': make_classes(n_classes)         # validates n_classes
     if root.exists() and any(root.iterdir()):
         mf = root/'manifest.json'
         old = json.loads(mf.read_text()).get('config') if mf.exists() else None
-        if old == cfg: return root
+        if old == cfg: return root                            # already generated: the kit is not needed
         if not force:
             what = 'a different generated data set' if old else 'files that are not a generated data set'
             raise FileExistsError(f"{root}: holds {what}; pass force=True (CLI: --force) to replace it")
+    kit = None if material == 'shapes' else str(prepare_kit(material, material_dir))
+    mat = material_of(cfg, kit)                               # validates n_classes
     tmp = root.with_name(root.name + '.tmp')
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
