@@ -4,13 +4,13 @@
 
 # %% ../nbs/19_material.ipynb #f0f657fc
 from __future__ import annotations
-import hashlib, io, json, logging, os, pickle, re, shutil, subprocess, tarfile
-from dataclasses import dataclass
+import hashlib, io, logging, os, pickle, re, shutil, subprocess, tarfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from PIL import Image
+from .runtime import atomic_write
 
 # %% auto #0
 __all__ = ['DEBS', 'KITS', 'KIT_VERSION', 'MaterialError', 'fetch_deb', 'prepare_kit', 'load_kit', 'kit_sound', 'kit_background',
@@ -66,8 +66,9 @@ def fetch_deb(
                                 f"Place the .deb in {debs} (sha256 {sha}), or run `apt-get update` first.")
         if got[0] != deb: got[0].rename(deb)
     data = deb.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha:
-        raise MaterialError(f"{deb}: sha256 {hashlib.sha256(data).hexdigest()} is not the pinned {sha} "
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha:
+        raise MaterialError(f"{deb}: sha256 {got} is not the pinned {sha} "
                             f"of {name}={version}; delete it and run again")
     m = _deb_members(data)
     key = next((k for k in m if k.startswith('data.tar')), None)
@@ -208,9 +209,8 @@ def prepare_kit(
             credits[name] = [p.name for p in pics] + [f'GM bank {bank} program {g}' for g in progs]
     store = {'kit': kit, 'version': KIT_VERSION, 'classes': classes, 'photos': [_photo(p) for p in photos],
              'photo_names': [p.name for p in photos], 'credits': credits, 'skipped': skipped,
-             'packages': {k: DEBS[k][:2] + (DEBS[k][2],) for k in {spec['objects'], spec['backgrounds'][0], spec.get('sounds')} if k}}
-    tmp = out.with_suffix('.tmp')
-    tmp.write_bytes(pickle.dumps(store, protocol=4)); os.replace(tmp, out)
+             'packages': {k: DEBS[k] for k in sorted({spec['objects'], spec['backgrounds'][0], spec.get('sounds')} - {None})}}
+    with atomic_write(out) as t: t.write_bytes(pickle.dumps(store, protocol=4))
     return out
 
 _LOADED = {}
