@@ -17,10 +17,9 @@ import argparse, json, os, platform, resource, statistics, sys, time
 from pathlib import Path
 
 import torch
-import yaml
 
 import m2vsl.methods as methods
-from m2vsl.pipeline import model_fields
+from m2vsl.pipeline import load_params, model_fields
 from m2vsl.train import autocast, native_bf16, resolve_amp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +40,7 @@ def cpu_name()->str:
 
 def profile_model(name:str)->dict:
     "The `model:` overrides of a profile (applied to every method whose config has the field, as the pipeline does)."
-    return dict(yaml.safe_load((ROOT/'profiles'/f'{name}.yaml').read_text()).get('model') or {})
+    return dict(load_params(ROOT/'profiles'/f'{name}.yaml').get('model') or {})   # the package's one params reader
 
 
 def build(method:str, model_kw:dict, num_classes:int, channels_last:bool=True):

@@ -17,21 +17,32 @@ from .data import DataConfig, build_dataset
 from . import methods as _methods
 
 # %% auto #0
-__all__ = ['TASKS', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config', 'dataset', 'model_fields',
-           'train_config', 'write_json', 'pretrain_config', 'export_encoders', 'build_table', 'qualitative_figure',
-           'line_figure', 'main']
+__all__ = ['TASKS', 'NEED', 'LOWEST', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config',
+           'dataset', 'model_fields', 'train_config', 'write_json', 'ParamsError', 'check_params', 'pretrain_config',
+           'export_encoders', 'build_table', 'qualitative_figure', 'line_figure', 'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 TASKS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4
 
-def load_params(path:str|Path='params.yaml')->dict:
-    "Read `params.yaml` (a clear error when it is missing or lacks a section the pipeline needs)."
+NEED = ('data', 'audio', 'image', 'train', 'methods')   # the sections every pipeline stage reads
+
+def load_params(
+    path:str|Path='params.yaml',   # a params file
+    need:tuple=NEED,               # sections it must have (`m2vsl.train.load_config` asks for its one section)
+    train:str='train',             # the section of `TrainConfig` options
+)->dict:                           # the parsed file, its `audio`, `image` and `train` values typed
+    "The one reader of params files: the YAML parsed and checked (`check_params`), every error naming the file."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: params file not found (run from the repository root)")
-    p = yaml.safe_load(path.read_text()) or {}
-    need = {'data', 'audio', 'image', 'train', 'methods'}
-    if need - set(p): raise KeyError(f"{path}: missing section(s) {sorted(need - set(p))}")
-    return p
+    try:
+        with open(path, encoding='utf-8') as f: p = yaml.safe_load(f)   # a stream: YAML's messages name the file
+    except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e: raise ParamsError(f"{path}: not UTF-8 text ({e})") from None
+    p = p if p is not None else {}
+    if not isinstance(p, dict): raise ParamsError(f"{path}: expected a mapping of sections, got a {type(p).__name__}")
+    missing = [s for s in need if s not in p]
+    if missing: raise KeyError(f"{path}: missing section(s) {missing}")
+    return check_params(p, path, train)
 
 def front_ends(p:dict)->tuple:
     "`(AudioConfig, ImageConfig)` from the `audio` and `image` sections."
@@ -79,6 +90,79 @@ def write_json(path:str|Path, obj)->Path:
     "Write JSON with `m2vsl.runtime.atomic_write` (whole or not at all, the mode `open(path, 'w')` gives), creating the folder."
     with atomic_write(path) as t: t.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + '\n')
     return Path(path)
+
+# %% ../nbs/60_pipeline.ipynb #b081b0c5
+import math, numbers
+
+class ParamsError(ValueError):
+    "A params file that cannot be used; the message names the file, the key and the value."
+
+# the least value of each numeric field: (bound, strict); fields not listed may take any value of their type
+LOWEST = {
+    'audio': dict(sample_rate=(0, True), seconds=(0, True), n_fft=(0, True), win_length=(0, True), hop_length=(0, True),
+                  log_eps=(0, True), scale=(0, True)),
+    'image': dict(size=(0, True), train_scale=(1, False), min_side=(0, True), max_pixels=(0, True)),
+    'train': dict(val_fraction=(0, False), val_seed=(0, False), epochs=(1, False), batch_size=(1, False), lr=(0, True),
+                  weight_decay=(0, False), grad_clip=(0, False), seed=(0, False), num_workers=(0, False),
+                  ckpt_every=(0, False)),
+}
+
+def _typed(v, kind:str, where:str):
+    "`v` as a value of a field annotated `kind` ('int', 'float', 'bool', 'tuple'); `ParamsError` naming `where` otherwise."
+    if kind == 'bool':
+        if not isinstance(v, bool): raise ParamsError(f"{where}: {v!r} is not true or false")
+        return v
+    if kind == 'tuple':
+        if not isinstance(v, (list, tuple)): raise ParamsError(f"{where}: {v!r} is not a list")
+        return tuple(_typed(x, 'float', f"{where}[{i}]") for i, x in enumerate(v))
+    if kind == 'float' and isinstance(v, str):
+        try: v = float(v)                 # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError: pass
+    expected = 'an integer' if kind == 'int' else 'a number'
+    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise ParamsError(f"{where}: {v!r} is not a number (expected {expected})")
+    if not math.isfinite(v): raise ParamsError(f"{where}: {v!r} is not a finite number")
+    if kind == 'int':
+        if v != int(v): raise ParamsError(f"{where}: {v!r} is not an integer")
+        return int(v)
+    return float(v)
+
+def _check_section(d, cls, name:str, where:str)->dict:
+    "The values of section `name` (feeding `cls`) typed and bounded; `where` is the file, for the messages."
+    if d is None: d = {}
+    if not isinstance(d, dict): raise ParamsError(f"{where}: {name}: expected a mapping of {cls.__name__} fields, got {d!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown: raise ParamsError(f"{where}: {name}: {unknown} not field(s) of {cls.__name__} (known: {sorted(known)})")
+    out, low = dict(d), LOWEST.get(name.split('.')[-1], {})
+    for k, v in d.items():
+        kind, key = str(known[k].type), f"{where}: {name}.{k}"
+        if kind in ('int', 'float', 'bool', 'tuple'): out[k] = _typed(v, kind, key)
+        if k in low:
+            b, strict = low[k]
+            if out[k] < b or (strict and out[k] == b): raise ParamsError(f"{key}: {v!r} must be {'>' if strict else '≥'} {b}")
+    return out
+
+def check_params(
+    p:dict,                  # a parsed params file
+    path:str|Path='params',  # its name, for the messages
+    train:str='train',       # the section of `TrainConfig` options
+)->dict:                     # `p` with its `audio`, `image` and `train` sections typed
+    "Check the `audio`, `image` and `train` sections against their configs' field types and least values."
+    from m2vsl.train import TrainConfig
+    p = dict(p)
+    for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):
+        if name in p: p[name] = _check_section(p[name], cls, name, path)
+    if train in p:
+        s = p[train] = _check_section(p[train], TrainConfig, train, path)
+        for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):   # a TrainConfig's own front ends
+            if isinstance(s.get(name), dict): s[name] = _check_section(s[name], cls, f"{train}.{name}", path)
+        if 'val_fraction' in s and s['val_fraction'] >= 1: raise ParamsError(f"{path}: {train}.val_fraction: {s['val_fraction']!r} must be < 1")
+        try: TrainConfig.from_dict({k: v for k, v in s.items() if k not in ('audio', 'image')})   # choices (amp, optimizer, ...), method
+        except (ValueError, KeyError, TypeError) as e: raise ParamsError(f"{path}: {train}: {e}") from None
+    a = p.get('audio') or {}
+    if a.get('win_length', 0) > a.get('n_fft', AudioConfig.n_fft):
+        raise ParamsError(f"{path}: audio.win_length: {a['win_length']!r} must be ≤ audio.n_fft ({a.get('n_fft', AudioConfig.n_fft)})")
+    return p
 
 # %% ../nbs/60_pipeline.ipynb #4036301d
 PRETRAIN_DIR = 'runs/pretrain'

@@ -171,13 +171,9 @@ def load_config(
     "The resolved `TrainConfig`: defaults < `params.yaml[section]` < overrides."
     d = {}
     if params_path is not None:
-        p = Path(params_path)
-        if not p.exists(): raise FileNotFoundError(f"{p}: params file not found")
-        raw = yaml.safe_load(p.read_text()) or {}
-        if section:
-            if section not in raw: raise KeyError(f"{p}: no section {section!r} (sections: {sorted(raw)})")
-            raw = raw[section] or {}
-        d = raw
+        from m2vsl.pipeline import load_params   # the one params reader: typed and checked as the file is read
+        raw = load_params(params_path, need=(section,) if section else (), train=section or 'train')
+        d = (raw[section] or {}) if section else raw
     ov = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides), section or 'train')
     return TrainConfig.from_dict(_merge(d, ov))
 
@@ -332,7 +328,11 @@ def load_checkpoint(
     data = path.read_bytes()
     if verify:
         side = _sidecar(path)
-        if not side.exists(): raise CheckpointError(f"{path}: no checksum file {side.name}; pass verify=False to load it anyway")
+        if not side.exists():   # the way out names what exists: a shell command, or the Python call (the CLI has no such option)
+            raise CheckpointError(f"{path}: no checksum file {side.name} (m2vsl.train writes one with every checkpoint, and only a "
+                                  f"file whose sha256 it lists is loaded). If you trust this file, write it: "
+                                  f"`cd {path.parent} && sha256sum {path.name} > {side.name}`; or, in Python, "
+                                  f"m2vsl.train.load_checkpoint('{path}', verify=False)")
         if hashlib.sha256(data).hexdigest() not in side.read_text().split():
             raise CheckpointError(f"{path}: sha256 does not match {side.name} (truncated or corrupted checkpoint)")
     try: ck = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)

@@ -9,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 start=$(date +%s)
-root=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data']['root'])")
+# params.yaml through the package's one reader (a bad value stops here, naming the file, the key and the value)
+params=$(python -c "from m2vsl.pipeline import load_params; p = load_params('params.yaml'); g = p.get('generate')
+print(p['data']['root']); print('' if not g else ' '.join(f'--{k} {v}' for k, v in g.items()))")
+root=$(sed -n 1p <<<"$params")
 # profiles with a `generate:` section run on a generated benchmark (written to data.root; idempotent)
-gen=$(python -c "import yaml; g = yaml.safe_load(open('params.yaml')).get('generate'); print('' if not g else ' '.join(f'--{k} {v}' for k, v in g.items()))")
+gen=$(sed -n 2p <<<"$params")
 if [ -n "$gen" ]; then python -m m2vsl.synth --out "$root" $gen; fi
 if [ "$root" = "data/embedded" ]; then
   if [ "${M2VSL_SKIP_DATA_CHECK:-0}" != 1 ]; then
