@@ -4,7 +4,7 @@
 
 # %% ../nbs/41_evaluate.ipynb #72d751c1
 from __future__ import annotations
-import math
+import logging, math
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,13 @@ from tqdm.auto import tqdm
 import m2vsl.methods as _methods
 from .data import collate
 from .metrics import SingleSourceEvaluator, MultiSourceEvaluator, SegmentationEvaluator
-from .train import TrainConfig, load_checkpoint, autocast, to_device, seed_all, resolve_amp
+from .train import TrainConfig, CheckpointError, load_checkpoint, autocast, to_device, seed_all, resolve_amp
+
+log = logging.getLogger('m2vsl.evaluate')
 
 # %% auto #0
-__all__ = ['TASKS', 'method_of', 'predict_maps', 'CentrePrior', 'untrained', 'evaluate', 'compare', 'model_from_checkpoint']
+__all__ = ['log', 'TASKS', 'method_of', 'predict_maps', 'CentrePrior', 'untrained', 'evaluate', 'compare', 'weights_mismatch',
+           'model_from_checkpoint']
 
 # %% ../nbs/41_evaluate.ipynb #bd6197b3
 TASKS = ('single', 'multi', 'seg')
@@ -91,9 +94,15 @@ def _evaluator(task:str, kw:dict):
     if task == 'multi': return MultiSourceEvaluator(**{'iou_thresholds': (0.1, 0.3), **kw})
     return SegmentationEvaluator(**{'fscore_batch': 20, **kw})
 
+def _take(b:dict, idx:list)->dict:
+    "Items `idx` of a collated batch (tensors and lists over the batch; anything else kept)."
+    n, t = len(b['id']), torch.tensor(idx, dtype=torch.long)
+    return {k: v[t] if isinstance(v, torch.Tensor) and v.ndim and len(v) == n else
+               [v[i] for i in idx] if isinstance(v, (list, tuple)) and len(v) == n else v for k, v in b.items()}
+
 def evaluate(
     model,                      # registered method's model, or an object with `predict_maps(batch, task)`
-    dataset:Dataset,            # test data following the sample contract (every item with has_gt=True)
+    dataset:Dataset,            # test data following the sample contract (items with has_gt=False are skipped, counted)
     task:str='single',          # 'single' | 'multi' | 'seg'
     batch_size:int=16,          # evaluation batch
     method=None,                # the model's `Method` (default: looked up)
@@ -117,10 +126,15 @@ def evaluate(
     ev = _evaluator(task, evaluator_kw or {})
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
     kept = {'ids': [], 'image': [], 'maps': [], 'gt': []}
+    no_gt, n_scored = [], 0
     for b in tqdm(loader, desc=f"evaluate {task}", disable=not progress, mininterval=1.0):
         if b is None: continue
-        bad = [i for i, h in zip(b['id'], b['has_gt']) if not bool(h)]
-        if bad: raise ValueError(f"samples without ground truth (has_gt=False), e.g. {bad[:3]}: evaluate needs a test split")
+        has = [bool(h) for h in b['has_gt']]
+        if not all(has):                                        # nothing to score them against: skipped and counted
+            no_gt += [i for i, h in zip(b['id'], has) if not h]
+            if not any(has): continue
+            b = _take(b, [j for j, h in enumerate(has) if h])
+        n_scored += len(b['id'])
         b = to_device(b, device)
         with autocast(amp, device):
             maps, A = predict_maps(model, b, task, method, all_class_maps and task == 'multi')
@@ -137,12 +151,21 @@ def evaluate(
             n = keep_maps - len(kept['ids'])
             kept['ids'] += list(b['id'][:n]); kept['image'].append(b['image'][:n].float().cpu())
             kept['maps'].append(maps[:n]); kept['gt'].append(gt[:n])
+    if no_gt:
+        name = getattr(dataset, 'name', type(dataset).__name__)
+        why = dict(getattr(dataset, 'no_gt', None) or [])      # AVDataset records why a test clip has no ground truth
+        eg = ', '.join(f"{i} ({why[i]})" if i in why else str(i) for i in no_gt[:5])
+        if not n_scored:
+            raise ValueError(f"{name}: none of its {len(no_gt)} samples has ground truth (has_gt=False, e.g. {eg}): "
+                             f"evaluate needs a test split")
+        log.warning(f"evaluate {task} on {name}: skipped {len(no_gt)} of {len(no_gt) + n_scored} samples without ground "
+                    f"truth (has_gt=False), e.g. {eg}")
     per = pd.DataFrame(ev.per_sample())
     if csv is not None:
         Path(csv).parent.mkdir(parents=True, exist_ok=True); per.to_csv(csv, index=False)
     maps_out = None
     if keep_maps: maps_out = {'ids': kept['ids'], **{k: torch.cat(kept[k]) if kept[k] else None for k in ('image', 'maps', 'gt')}}
-    return {'task': task, 'metrics': ev.compute(), 'per_sample': per, 'maps': maps_out, 'amp_resolved': resolve_amp(amp, device)}
+    return {'task': task, 'metrics': {**ev.compute(), 'n_no_gt': len(no_gt)}, 'per_sample': per, 'maps': maps_out, 'amp_resolved': resolve_amp(amp, device)}
 
 def compare(
     models:dict,                # {name: model or predictor}
@@ -153,14 +176,40 @@ def compare(
     "`evaluate` each model on the same data; a table to show that training helped."
     return pd.DataFrame({n: evaluate(m, dataset, task, **kw)['metrics'] for n, m in models.items()}).T
 
+def weights_mismatch(
+    model:nn.Module,   # the model a config describes
+    sd:dict,           # weights meant for it
+    k:int=3,           # examples named per kind
+)->str:                # '' when every tensor fits
+    "What keeps `sd` from loading into `model`: tensors of another shape, weights missing, weights unknown (a few of each)."
+    own = model.state_dict()
+    shape = [f"{n} {tuple(sd[n].shape)} vs {tuple(v.shape)}" for n, v in own.items()
+             if n in sd and isinstance(sd[n], torch.Tensor) and tuple(sd[n].shape) != tuple(v.shape)]
+    missing, extra = [n for n in own if n not in sd], [n for n in sd if n not in own]
+    out = []
+    if shape: out.append(f"{len(shape)} tensor(s) of another shape (checkpoint vs model), e.g. {'; '.join(shape[:k])}")
+    if missing: out.append(f"{len(missing)} weight(s) the model has and the checkpoint lacks, e.g. {', '.join(missing[:k])}")
+    if extra: out.append(f"{len(extra)} weight(s) in the checkpoint the model does not have, e.g. {', '.join(extra[:k])}")
+    return '; '.join(out)
+
 def model_from_checkpoint(
     path:str|Path,              # a checkpoint written by `m2vsl.train` (verified, weights_only)
     device:str='cpu',
 )->tuple:                       # (model in eval mode, Method, TrainConfig)
     "Rebuild the trained model from its self-describing checkpoint."
     ck = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ck['config'])
-    method, _ = _methods.resolve(cfg.method)
+    try:
+        cfg = TrainConfig.from_dict(ck['config'])
+        method, _ = _methods.resolve(cfg.method)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its config is not one this version of m2vsl can build ({type(e).__name__}: {e})") from None
     model = _methods.for_weights(method, cfg.model)
-    model.load_state_dict(ck['model'])
+    sd = ck['model']
+    diff = weights_mismatch(model, sd) if isinstance(sd, dict) else f"weights are a {type(sd).__name__}, not a state dict"
+    if diff:
+        what = f"method {cfg.method!r}" + (f", dim {cfg.model.dim}" if hasattr(cfg.model, 'dim') else '')
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({what}): {diff}. The weights "
+                              f"are of another architecture or method than the config says, or the checkpoint was written by "
+                              f"another version of m2vsl")
+    model.load_state_dict(sd)
     return model.to(device).eval(), method, cfg
