@@ -197,6 +197,7 @@ class CAMConfig(BaselineConfig):
     audio_head:bool=True           # an audio classifier (shared audio encoder + linear) trained on the same labels
     class_from:str='audio'         # class of the map when not given: 'audio', 'visual' (published CAM) or 'joint'
     audio_weight:float=1.0         # weight of the audio head's BCE in the loss
+    loss:str='bce'                 # 'bce': multi-label (published CAM) | 'softmax': cross-entropy against the labels spread evenly over a clip's classes
 
 class CAM(_AVBackbone):
     "Visual classifier (GAP + linear) and optional audio classifier; `forward` → cam `(B,C,h,w)`, logits, audio_logits."
@@ -206,6 +207,7 @@ class CAM(_AVBackbone):
             raise ValueError(f"CAMConfig.class_from must be 'audio', 'visual' or 'joint', got {cfg.class_from!r}")
         if cfg.class_from != 'visual' and not cfg.audio_head:
             raise ValueError(f"CAMConfig.class_from={cfg.class_from!r} needs audio_head=True")
+        if cfg.loss not in ('bce', 'softmax'): raise ValueError(f"CAMConfig.loss must be 'bce' or 'softmax', got {cfg.loss!r}")
         super().__init__(cfg, audio=cfg.audio_head)
         self.fc = nn.Linear(cfg.dim, cfg.num_classes)
         self.audio_fc = nn.Linear(cfg.dim, cfg.num_classes) if cfg.audio_head else None
@@ -223,12 +225,16 @@ class CAM(_AVBackbone):
         return out
 
 def cam_loss(out:dict, batch:dict, cfg:CAMConfig, gather:Callable|None=None)->tuple:
-    "Multi-label BCE of the visual classifier (+ `audio_weight` × that of the audio head)."
-    y = batch['labels'].to(out['logits'].device)
-    parts = {'cls_visual': class_loss(out['logits'], y)}
+    "Multi-label BCE (or softmax cross-entropy, `cfg.loss`) of the visual classifier (+ `audio_weight` × that of the audio head)."
+    y = batch['labels'].to(out['logits'].device).float()
+    if cfg.loss == 'softmax':
+        p = y/y.sum(-1, keepdim=True).clamp_min(1)   # a clip's classes share the target evenly
+        crit = lambda z: F.cross_entropy(z.float(), p)
+    else: crit = lambda z: class_loss(z, y)
+    parts = {'cls_visual': crit(out['logits'])}
     total = parts['cls_visual']
     if 'audio_logits' in out:
-        parts['cls_audio'] = class_loss(out['audio_logits'], y)
+        parts['cls_audio'] = crit(out['audio_logits'])
         total = total + cfg.audio_weight*parts['cls_audio']
     return total, {k: float(v.detach()) for k, v in parts.items()}
 

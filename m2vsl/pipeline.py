@@ -101,9 +101,9 @@ class ParamsError(ValueError):
 LOWEST = {
     'audio': dict(sample_rate=(0, True), seconds=(0, True), n_fft=(0, True), win_length=(0, True), hop_length=(0, True),
                   log_eps=(0, True), scale=(0, True)),
-    'image': dict(size=(0, True), train_scale=(1, False), min_side=(0, True), max_pixels=(0, True)),
+    'image': dict(size=(0, True), train_scale=(1, False), crop_area=(0, False), min_side=(0, True), max_pixels=(0, True)),
     'train': dict(val_fraction=(0, False), val_seed=(0, False), epochs=(1, False), batch_size=(1, False), lr=(0, True),
-                  weight_decay=(0, False), grad_clip=(0, False), seed=(0, False), num_workers=(0, False),
+                  weight_decay=(0, False), warmup=(0, False), grad_clip=(0, False), seed=(0, False), num_workers=(0, False),
                   ckpt_every=(0, False)),
 }
 

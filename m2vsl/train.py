@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, builtins, contextlib, errno, hashlib, io, json, logging, math, os, random, re, shutil, sys, time, warnings
 from dataclasses import dataclass, field, fields, asdict, is_dataclass, MISSING
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ import m2vsl.methods as _methods
 log = logging.getLogger('m2vsl.train')
 
 # %% auto #0
-__all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'parse_overrides', 'load_config', 'Dist',
+__all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'lr_factor', 'parse_overrides', 'load_config', 'Dist',
            'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'sample_seed',
            'SeededItems', 'rng_state', 'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint',
            'load_checkpoint', 'dataset_ids', 'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp',
@@ -55,6 +56,7 @@ class TrainConfig:
     weight_decay:float=0.0         # L2 (adam) or decoupled (adamw) weight decay
     optimizer:str='adam'           # 'adam' | 'adamw'
     scheduler:str='none'           # 'none' (the paper) | 'cosine' (per step, to 0 at the last step)
+    warmup:float=0.0               # share of the steps over which the lr rises linearly from lr/steps to lr (then the scheduler)
     grad_clip:float=0.0            # max gradient norm (0 = off)
     local_negatives:bool=False     # True: MMC negatives from each process's slice only (the anchors' DDP behaviour)
     amp:str='none'                 # 'auto' (bf16 where the hardware has it, else fp16 on CUDA / fp32) | 'none' | 'bf16' | 'fp16' (CUDA, GradScaler)
@@ -80,6 +82,7 @@ class TrainConfig:
                          ('scheduler', ('none', 'cosine'))):
             if getattr(self, name) not in ok: raise ValueError(f"{name}={getattr(self, name)!r}: choose from {ok}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        if not 0 <= self.warmup < 1: raise ValueError(f"warmup={self.warmup}: must be in [0, 1)")
         if self.batch_size < 1: raise ValueError(f"batch_size={self.batch_size}: must be ≥ 1")
         if self.epochs < 1: raise ValueError(f"epochs={self.epochs}: must be ≥ 1")
         if not (math.isfinite(self.lr) and self.lr > 0): raise ValueError(f"lr={self.lr}: must be a positive finite number")
@@ -140,6 +143,19 @@ def _sub(cls, value, base:dict, name:str):
         dflt = getattr(proto, k) if proto is not None else known[k].default
         kw[k] = _coerce(v, None if dflt is MISSING else dflt, f"{name}.{k}", known[k].type)
     return cls(**kw)
+
+# %% ../nbs/40_train.ipynb #184b2c5a
+def lr_factor(
+    step:int,                  # optimizer step (0-based)
+    total:int,                 # steps of the whole run
+    warmup:float=0.0,          # share of the steps of linear warm-up
+    scheduler:str='none',      # 'none' | 'cosine' after the warm-up
+)->float:
+    "The factor of `lr` at `step` (see the equation above)."
+    w = int(round(warmup*total))
+    if step < w: return (step + 1)/w
+    if scheduler == 'cosine': return 0.5*(1 + math.cos(math.pi*min(step - w, total - w)/max(total - w, 1)))
+    return 1.0
 
 # %% ../nbs/40_train.ipynb #cf975ece
 def parse_overrides(
@@ -541,8 +557,8 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
     Opt = torch.optim.Adam if cfg.optimizer == 'adam' else torch.optim.AdamW
     opt = Opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch*cfg.epochs
-    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5*(1 + math.cos(math.pi*min(s, total_steps)/total_steps)))
-             if cfg.scheduler == 'cosine' else None)
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, total=total_steps, warmup=cfg.warmup, scheduler=cfg.scheduler))
+             if cfg.scheduler != 'none' or cfg.warmup > 0 else None)
     amp = resolve_amp(cfg.amp, D.device)   # 'auto' → this machine's fast mode, recorded as amp_resolved
     scaler = torch.amp.GradScaler('cuda') if amp == 'fp16' else None
     gather = make_gather(D.world, cfg.local_negatives)

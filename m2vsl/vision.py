@@ -28,6 +28,7 @@ class ImageConfig:
     "Every parameter of the image side (defaults: EZ-VSL's 224 px, ImageNet statistics)."
     size:int=224                  # S: the network sees S×S frames (duets: S×2S)
     train_scale:float=1.1         # training resize: short side round(train_scale·S), then RandomCrop(S)
+    crop_area:float=0.0           # > 0: instead, a random square crop of crop_area–1 of the short side's square, resized to S
     mean:tuple=IMAGENET_MEAN      # per-channel mean for normalisation
     std:tuple=IMAGENET_STD        # per-channel std for normalisation
     min_side:int=16               # smaller images are an error (a broken file, not a frame)
@@ -88,13 +89,15 @@ def resize_nearest(m:torch.Tensor, hw:tuple)->torch.Tensor:
     return x[0, 0] if squeeze else x[0]
 
 class ImageTransform:
-    "EZ-VSL image transform: `train=False` squash-resize to S×S; `train=True` resize 1.1·S, random crop S, random flip."
+    "EZ-VSL image transform: `train=False` squash-resize to S×S; `train=True` resize 1.1·S, random crop S, random flip (`crop_area` > 0: random-area square crop resized to S, random flip)."
     def __init__(self, cfg:ImageConfig|None=None, train:bool=False):
         self.cfg, self.train = cfg or ImageConfig(), train
+        if not 0 <= self.cfg.crop_area < 1: raise ValueError(f"ImageConfig.crop_area={self.cfg.crop_area}: must be in [0, 1)")
 
     def need(self)->tuple:
         "(w, h) the decoder must deliver at least (used for JPEG draft decoding)."
-        s = self.cfg.train_resize if self.train else self.cfg.size
+        s = self.cfg.size if not self.train else (int(self.cfg.size/self.cfg.crop_area**0.5) if self.cfg.crop_area > 0
+                                                   else self.cfg.train_resize)
         return (s, s)
 
     def __call__(self,
@@ -107,10 +110,20 @@ class ImageTransform:
             img = img.resize((S, S), Image.BICUBIC)
             if gt is not None: gt = resize_nearest(gt, (S, S))
         else:
-            img = TF.resize(img, self.cfg.train_resize, interpolation=InterpolationMode.BICUBIC)
-            w, h = img.size
-            i = int(torch.randint(0, h-S+1, (1,), generator=generator))
-            j = int(torch.randint(0, w-S+1, (1,), generator=generator))
+            if self.cfg.crop_area > 0:   # scale augmentation (the pretraining stage): a square of random area, resized to S
+                w, h = img.size
+                a = float(self.cfg.crop_area + (1 - self.cfg.crop_area)*torch.rand(1, generator=generator))
+                c = max(1, int(round(min(w, h)*a**0.5)))
+                i = int(torch.randint(0, h-c+1, (1,), generator=generator))
+                j = int(torch.randint(0, w-c+1, (1,), generator=generator))
+                img = img.resize((S, S), Image.BICUBIC, box=(j, i, j+c, i+c))
+                if gt is not None: gt = resize_nearest(resize_nearest(gt, (h, w))[..., i:i+c, j:j+c], (S, S))
+                i = j = 0; w = h = S
+            else:
+                img = TF.resize(img, self.cfg.train_resize, interpolation=InterpolationMode.BICUBIC)
+                w, h = img.size
+                i = int(torch.randint(0, h-S+1, (1,), generator=generator))
+                j = int(torch.randint(0, w-S+1, (1,), generator=generator))
             flip = bool(torch.rand(1, generator=generator) < 0.5)
             img = img.crop((j, i, j+S, i+S))
             if flip: img = img.transpose(Image.FLIP_LEFT_RIGHT)
