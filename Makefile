@@ -35,15 +35,21 @@ sync-check: setup
 wheel-check: setup
 	bash tools/wheel_check.sh
 
+## the tests' temporary files (notebooks' and pytest's) go to one folder that is removed when the tests end, pass or
+## fail: they are not left in /tmp (a full disk once stopped CI)
+TEST_TMP := $(CURDIR)/.test-tmp
+define in_test_tmp
+rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP) && echo "+ $(strip $(1))   (TMPDIR=$(TEST_TMP))" && \
+status=0 && { TMPDIR=$(TEST_TMP) bash -c '$(strip $(1))' || status=$$?; } && rm -rf $(TEST_TMP) && exit $$status
+endef
+
 ## test-fast: notebook tests (slow cells skipped) + fast pytest
 test-fast: setup
-	nbdev_test --n_workers 2 --do_print
-	pytest -q -m "not slow" tests
+	@$(call in_test_tmp, nbdev_test --n_workers 2 --do_print && pytest -q -m "not slow" tests)
 
 ## test: every test the project has, as CI runs it
 test: setup sync-check wheel-check
-	nbdev_test --n_workers 2 --flags slow
-	pytest -q -rxX --durations=20 tests
+	@$(call in_test_tmp, nbdev_test --n_workers 2 --flags slow && pytest -q -rxX --durations=20 tests)
 
 ## reproduce: the main job: set up, then run the whole pipeline (dvc repro) on the embedded benchmark
 reproduce: setup
