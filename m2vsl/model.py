@@ -16,9 +16,9 @@ from einops import rearrange
 
 # %% auto #0
 __all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18', 'ProjectedFeatures',
-           'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'AudioEncoder', 'encoder_weights', 'MMT',
-           'M2VSL', 'n_params', 'upsample', 'upsampling', 'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map',
-           'source_maps']
+           'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'imagenet_weights_file', 'imagenet_state_dict',
+           'AudioEncoder', 'encoder_weights', 'MMT', 'M2VSL', 'n_params', 'upsample', 'upsampling', 'minmax', 'av_map',
+           'fuse', 'class_maps', 'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -40,7 +40,7 @@ class ModelConfig:
     source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
     map_upsample:str='bilinear'    # how feature-grid maps reach the image size: 'bilinear' | 'bicubic' (see `upsample`)
     map_align_corners:bool=True    # True: EZ-VSL's test.py (grid corners on the image corners); False: cell centres
-    pretrained:bool|str=False      # visual ResNet18 init: False scratch, True ImageNet (cached locally), or a file of encoder weights (`resnet18`)
+    pretrained:bool|str=False      # visual ResNet18 init: False scratch, True ImageNet (torchvision's weights, downloaded once and cached), or a file of encoder weights (`resnet18`)
     channels_last:bool=True        # memory format of the CNN streams (faster on CPU with bf16 and on GPU)
 
     @property
@@ -93,7 +93,7 @@ def load_trunk(
     return True
 
 def resnet18(
-    pretrained:bool|str=False,  # False: random; True: ImageNet (torch hub cache only); a path: `load_trunk(…, part)`
+    pretrained:bool|str=False,  # False: random; True: ImageNet (`imagenet_state_dict`); a path: `load_trunk(…, part)`
     in_ch:int=3,                # input channels (1 for spectrograms)
     part:str='visual',          # the trunk to take from a weights file
 )->nn.Module:
@@ -102,17 +102,8 @@ def resnet18(
         m = resnet18(False, in_ch)
         load_trunk(m, pretrained, part)
         return m
-    if not pretrained: m = torchvision.models.resnet18(weights=None)
-    else:
-        w = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-        path = torch.hub.get_dir() + '/checkpoints/' + w.url.split('/')[-1]
-        import os
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"ImageNet weights for ResNet18 are not cached at {path}. m2vsl never downloads at run time: on a "
-                f"machine with internet run `python -c \"import torchvision; torchvision.models.resnet18(weights='IMAGENET1K_V1')\"` "
-                f"and copy {path} here (or set TORCH_HOME), or train from scratch with pretrained=False.")
-        m = torchvision.models.resnet18(weights=w)
+    m = torchvision.models.resnet18(weights=None)
+    if pretrained: m.load_state_dict(imagenet_state_dict())
     if in_ch != 3:
         m.conv1 = nn.Conv2d(in_ch, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return m
@@ -186,6 +177,34 @@ class VisualEncoder(nn.Module):
             out[s] = (ProjectedFeatures(x, p.weight[:, :, 0, 0], p.bias) if self.lazy and 4*x.shape[1] <= p.out_channels
                       else F.normalize(p(x).float(), dim=1))
         return out
+
+# %% ../nbs/10_model.ipynb #b81d4e2a
+def imagenet_weights_file()->str:
+    "Where torchvision's ImageNet ResNet18 weights are cached (`$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`)."
+    import os
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    return os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url))
+
+def imagenet_state_dict(
+    progress:bool=False,   # the download's progress bar
+    timeout:float=20.0,    # seconds a connection may stall before the download gives up
+)->dict:                   # torchvision's ResNet18 ImageNet state dict (with `fc`)
+    "ResNet18's ImageNet weights through torchvision's weights API: the cached file, else a download into the cache."
+    import os, socket
+    w, path = torchvision.models.ResNet18_Weights.IMAGENET1K_V1, imagenet_weights_file()
+    if os.path.isfile(path): return w.get_state_dict(progress=False, weights_only=True)   # cached: no network
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try: return w.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"ImageNet weights for ResNet18 (pretrained: true) are not cached at {path}, and the download from {w.url} "
+            f"failed ({type(e).__name__}: {str(e)[:200]}). Put that file there: download it on a machine with internet "
+            f"(the URL above, or `python -c \"import torchvision; torchvision.models.resnet18(weights='IMAGENET1K_V1')\"` "
+            f"there) and copy it to {path} (the folder is $TORCH_HOME/hub/checkpoints/; set TORCH_HOME to use another "
+            f"cache), or give the file itself as `pretrained: <path>` (a local state dict, loaded with weights_only), "
+            f"or train from scratch with `pretrained: false`.") from None
+    finally: socket.setdefaulttimeout(old)
 
 # %% ../nbs/10_model.ipynb #34f962f7
 class AudioEncoder(nn.Module):
