@@ -32,8 +32,8 @@ __all__ = ['log', 'AMP_MODES', 'SELECT', 'CKPT_KEYS', 'TrainConfig', 'lr_factor'
            'setup_distributed', 'all_gather_grad', 'make_gather', 'seed_all', 'epoch_seed', 'sample_seed',
            'SeededItems', 'rng_state', 'set_rng_state', 'CheckpointError', 'clean_temporaries', 'save_checkpoint',
            'load_checkpoint', 'dataset_ids', 'split_indices', 'build_datasets', 'native_bf16', 'resolve_amp',
-           'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'finite_step', 'validation_loss',
-           'find_checkpoint', 'train', 'main']
+           'autocast', 'to_device', 'set_train_mode', 'forward_loss', 'finite_step', 'epoch_line', 'announce',
+           'validation_loss', 'find_checkpoint', 'train', 'main']
 
 # %% ../nbs/40_train.ipynb #445903d1
 AMP_MODES = ('auto', 'none', 'bf16', 'fp16')
@@ -473,6 +473,36 @@ def _reduce_mean(t:torch.Tensor, D:Dist)->torch.Tensor:
     if D.world == 1: return t
     t = t.clone(); dist.all_reduce(t); return t/D.world
 
+def _hms(s:float)->str:
+    s = int(round(max(s, 0))); return f"{s//3600}:{s//60 % 60:02d}:{s % 60:02d}"
+
+def epoch_line(
+    row:dict,              # the epoch's history row (epoch, step, train_loss, …, val_loss, lr)
+    epochs:int,            # epochs of the run
+    samples_per_s:float,   # training samples (global) per second of the epoch's training steps
+    eta_s:float,           # seconds left to the end of the run
+)->str:
+    "The per-epoch progress line: `epoch 3/10 train_loss=… val_loss=… samples/s=… eta=h:mm:ss`, then the rest of the row."
+    fmt = lambda v: 'none' if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    head = [f"epoch {row['epoch']}/{epochs}", f"train_loss={fmt(row['train_loss'])}", f"val_loss={fmt(row.get('val_loss'))}",
+            f"samples/s={samples_per_s:.1f}", f"eta={_hms(eta_s)}"]
+    return ' '.join(head + [f"{k}={fmt(v)}" for k, v in row.items() if k not in ('epoch', 'train_loss', 'val_loss')])
+
+def _console_logging(lg:logging.Logger)->bool:
+    "Whether a handler prints `lg`'s INFO records on the console (stdout/stderr), as `m2vsl-train`'s does."
+    if not lg.isEnabledFor(logging.INFO): return False
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    while lg is not None:
+        if any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h.level <= logging.INFO
+               and getattr(h, 'stream', None) in streams for h in lg.handlers): return True
+        lg = lg.parent if lg.propagate else None
+    return False
+
+def announce(msg:str, bars:bool=False):
+    "A progress line: to the `m2vsl.train` logger, and printed (above the tqdm bars with `bars`) unless a console handler prints it."
+    log.info(msg)
+    if not _console_logging(log): (tqdm.write if bars else partial(print, flush=True))(msg)
+
 @torch.no_grad()
 def validation_loss(model, method, mcfg, loader, D:Dist, gather=None, amp:str='none')->float:
     "Mean loss over the validation loader (global batches when `gather`), the model in eval mode."
@@ -605,6 +635,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         vs = DistributedSampler(val_ds, D.world, D.rank, shuffle=False) if D.world > 1 else None
         val_loader = DataLoader(val_ds, batch_size=bs, sampler=vs, collate_fn=collate, num_workers=cfg.num_workers)
     show = D.main and cfg.progress
+    epoch_s = []   # wall time of the epochs run by this process (the ETA)
     for epoch in range(st['epoch'], cfg.epochs):
         if st['pos'] and ck is not None and len(ck['rng']) == D.world: set_rng_state(ck['rng'][D.rank])
         elif st['pos']: seed_all(epoch_seed(cfg.seed, epoch, D.rank) + st['pos'])
@@ -615,7 +646,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         loader = DataLoader(SeededItems(train_ds, cfg.seed, epoch), batch_size=bs, sampler=order, collate_fn=collate, drop_last=True,
                             num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, D.rank) + st['pos']))
         set_train_mode(net, True, cfg.freeze_bn)
-        t0 = time.time()
+        t0, pos0 = time.time(), st['pos']
         bar = tqdm(loader, total=steps_per_epoch, initial=st['pos'], desc=f"epoch {epoch+1}/{cfg.epochs}", disable=not show,
                    dynamic_ncols=True, mininterval=1.0)
         for b in bar:
@@ -641,6 +672,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
             if show: bar.set_postfix(loss=f"{vals[0]:.4f}", refresh=False)
             if cfg.ckpt_every and st['step'] % cfg.ckpt_every == 0 and st['pos'] < steps_per_epoch: checkpoint(['last.pt'])
         bar.close()
+        t_train = time.time() - t0
         acc = st['acc']
         if not acc.get('n'):
             raise FloatingPointError(f"{run}: every step of epoch {epoch + 1} had a non-finite loss or gradient (amp={amp}); "
@@ -661,8 +693,10 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
         if D.main:
             write_outputs()
             if live is not None: live.log(row)
-            msg = ' '.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-            (tqdm.write if show else log.info)(msg + ('  *' if improved else ''))
+            epoch_s.append(time.time() - t0)   # training, validation, checkpoints
+            rate = (steps_per_epoch - pos0)*cfg.batch_size/max(t_train, 1e-9)
+            eta = (cfg.epochs - epoch - 1)*sum(epoch_s)/len(epoch_s)
+            announce(epoch_line(row, cfg.epochs, rate, eta) + ('  *' if improved else ''), bars=show)
         ck = None
     if live is not None: live.close()
     return {'run_dir': str(run), 'best_epoch': st['best']['epoch'] if st['best'] else None,
