@@ -17,14 +17,16 @@ from .data import DataConfig, build_dataset
 from . import methods as _methods
 
 # %% auto #0
-__all__ = ['TASKS', 'NEED', 'LOWEST', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config',
-           'dataset', 'model_fields', 'train_config', 'write_json', 'ParamsError', 'check_params', 'pretrain_config',
-           'export_encoders', 'build_table', 'qualitative_figure', 'line_figure', 'main']
+__all__ = ['TASKS', 'NEED', 'LAUNCH', 'LOWEST', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config',
+           'dataset', 'model_fields', 'train_config', 'write_json', 'ParamsError', 'check_params', 'launch_options',
+           'train_launched', 'pretrain_config', 'export_encoders', 'build_table', 'qualitative_figure', 'line_figure',
+           'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 TASKS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4
 
 NEED = ('data', 'audio', 'image', 'train', 'methods')   # the sections every pipeline stage reads
+LAUNCH = {'nproc_per_node': 1}   # `train:` keys that say how the train stage starts the training, not what it trains
 
 def load_params(
     path:str|Path='params.yaml',   # a params file
@@ -81,7 +83,7 @@ def train_config(
     p = params if isinstance(params, dict) else load_params(params)
     dcfg = data_config(p, 'train')
     n_classes = len(build_dataset(dcfg, *front_ends(p)).class_names)
-    d = dict(p['train'], method=method, run_dir=run_dir, audio=dict(p['audio']), image=dict(p['image']),
+    d = dict({k: v for k, v in p['train'].items() if k not in LAUNCH}, method=method, run_dir=run_dir, audio=dict(p['audio']), image=dict(p['image']),
              model={**model_fields(method, p.get('model', {})), 'num_classes': n_classes},
              data={k: getattr(dcfg, k) for k in ('root', 'layout', 'split', 'task', 'on_error')})
     return TrainConfig.from_dict(_merge(d, parse_overrides([o for o in overrides if o])))
@@ -153,16 +155,54 @@ def check_params(
     for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):
         if name in p: p[name] = _check_section(p[name], cls, name, path)
     if train in p:
-        s = p[train] = _check_section(p[train], TrainConfig, train, path)
+        launch = {k: p[train][k] for k in LAUNCH if isinstance(p[train], dict) and k in p[train]}
+        s = p[train] = _check_section({k: v for k, v in p[train].items() if k not in launch} if launch else p[train],
+                                      TrainConfig, train, path)
         for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):   # a TrainConfig's own front ends
             if isinstance(s.get(name), dict): s[name] = _check_section(s[name], cls, f"{train}.{name}", path)
         if 'val_fraction' in s and s['val_fraction'] >= 1: raise ParamsError(f"{path}: {train}.val_fraction: {s['val_fraction']!r} must be < 1")
         try: TrainConfig.from_dict({k: v for k, v in s.items() if k not in ('audio', 'image')})   # choices (amp, optimizer, ...), method
         except (ValueError, KeyError, TypeError) as e: raise ParamsError(f"{path}: {train}: {e}") from None
+        for k, v in launch.items():   # train.nproc_per_node: a whole number ≥ 1
+            s[k] = _typed(v, 'int', f"{path}: {train}.{k}")
+            if s[k] < 1: raise ParamsError(f"{path}: {train}.{k}: {v!r} must be ≥ 1")
     a = p.get('audio') or {}
     if a.get('win_length', 0) > a.get('n_fft', AudioConfig.n_fft):
         raise ParamsError(f"{path}: audio.win_length: {a['win_length']!r} must be ≤ audio.n_fft ({a.get('n_fft', AudioConfig.n_fft)})")
     return p
+
+# %% ../nbs/60_pipeline.ipynb #a2b3c4d5
+def launch_options(
+    p:dict,                 # parsed params (`load_params`)
+    train:str='train',      # the section
+)->dict:                    # {'nproc_per_node': …}, defaults filled in
+    "How the train stage starts its training (`LAUNCH` keys of the `train:` section)."
+    return {k: (p.get(train) or {}).get(k, v) for k, v in LAUNCH.items()}
+
+def train_launched(
+    cfg,                     # the run's `TrainConfig`
+    nproc_per_node:int,      # processes on this machine (one per GPU; gloo processes on a CPU)
+)->dict:                     # what `m2vsl.train.train` returns, read back from the run folder
+    "Train `cfg` under `torchrun --standalone --nproc_per_node N -m m2vsl.train`, printing its output as it comes."
+    import subprocess, sys, tempfile
+    run = Path(cfg.run_dir)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d)/'params.yaml'
+        f.write_text(yaml.safe_dump({'train': cfg.to_dict()}, sort_keys=False))
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={int(nproc_per_node)}',
+               '-m', 'm2vsl.train', '--params', str(f), '--section', 'train']
+        print('launching:', ' '.join(cmd[2:]), flush=True)
+        tail = []
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as pr:
+            for line in pr.stdout:
+                print(line, end='', flush=True); tail = (tail + [line])[-30:]
+        if pr.returncode:
+            raise RuntimeError(f"torchrun with {nproc_per_node} processes failed (exit status {pr.returncode}); "
+                               f"the end of its output:\n{''.join(tail)}")
+    h = json.loads((run/'history.json').read_text())
+    return {'run_dir': str(run), 'best_epoch': h['best_epoch'], 'best_value': h['best_value'], 'history': h['history'],
+            'last_checkpoint': str(run/'checkpoints'/'last.pt'), 'best_checkpoint': str(run/'checkpoints'/'best.pt'),
+            'config': h['config'], 'amp_resolved': h['amp_resolved']}
 
 # %% ../nbs/60_pipeline.ipynb #4036301d
 PRETRAIN_DIR = 'runs/pretrain'

@@ -187,9 +187,9 @@ def load_config(
     "The resolved `TrainConfig`: defaults < `params.yaml[section]` < overrides."
     d = {}
     if params_path is not None:
-        from m2vsl.pipeline import load_params   # the one params reader: typed and checked as the file is read
+        from m2vsl.pipeline import load_params, LAUNCH   # the one params reader: typed and checked as the file is read
         raw = load_params(params_path, need=(section,) if section else (), train=section or 'train')
-        d = (raw[section] or {}) if section else raw
+        d = {k: v for k, v in (raw[section] or {}).items() if k not in LAUNCH} if section else raw   # not training options
     ov = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides), section or 'train')
     return TrainConfig.from_dict(_merge(d, ov))
 

@@ -1,0 +1,53 @@
+"""train.nproc_per_node (issue 19): the train stage launches its training under torchrun; 1 (the default) trains in
+the stage's own process as before."""
+import json, os, sys
+from pathlib import Path
+
+import pytest, torch, yaml
+
+from m2vsl.pipeline import load_params, launch_options, train_launched, ParamsError
+from m2vsl.train import TrainConfig, train, load_config
+from test_train import TINY, HERE, REPO, toy_factory
+
+
+def _params(tmp_path, **train_kw):
+    f = tmp_path/'params.yaml'
+    f.write_text(yaml.safe_dump({'data': {'root': 'x'}, 'audio': {'sample_rate': 8000}, 'image': {'size': 64},
+                                 'methods': ['m2vsl'], 'train': {'epochs': 2, **train_kw}}))
+    return f
+
+
+def test_nproc_per_node_is_checked_and_defaults_to_one(tmp_path):
+    assert launch_options(load_params(_params(tmp_path))) == {'nproc_per_node': 1}
+    assert launch_options(load_params(_params(tmp_path, nproc_per_node=3))) == {'nproc_per_node': 3}
+    assert load_config(_params(tmp_path, nproc_per_node=3)) == load_config(_params(tmp_path))   # not a training option
+    with pytest.raises(ParamsError, match=r'train.nproc_per_node: 0 must be ≥ 1'):
+        load_params(_params(tmp_path, nproc_per_node=0))
+
+
+def test_stage_notebook_trains_in_process_with_one():
+    "With nproc_per_node 1 the stage calls train(cfg) itself, as before (the main pipeline's results stay the same)."
+    nb = json.loads((REPO/'pipeline/train.ipynb').read_text())
+    src = '\n'.join(''.join(c['source']) for c in nb['cells'])
+    assert "result = train(cfg) if nproc == 1 else train_launched(cfg, nproc)" in src
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path, monkeypatch):
+    "2 gloo processes under torchrun = 1 process on the same global batch (frozen BN), within float tolerance."
+    monkeypatch.setenv('PYTHONPATH', f"{HERE}{os.pathsep}{REPO}")
+    kw = dict(data_factory='test_train:toy_factory', model=dict(TINY), batch_size=4, epochs=2, val_fraction=0.2,
+              freeze_bn=True, progress=False, dvclive=False, amp='none')
+    one = train(TrainConfig(**kw, run_dir=str(tmp_path/'one')))
+    two = train_launched(TrainConfig(**kw, run_dir=str(tmp_path/'two')), 2)
+    ck = torch.load(tmp_path/'two/checkpoints/last.pt', weights_only=True)
+    assert ck['sampler']['world'] == 2 and ck['step'] == 8      # 16 clips / global batch 4, 2 epochs
+    for a, b in zip(one['history'], two['history']):
+        print({k: (a[k], b[k]) for k in ('train_loss', 'val_loss')})
+        assert a['step'] == b['step']
+        assert b['train_loss'] == pytest.approx(a['train_loss'], rel=1e-4)
+        assert b['val_loss'] == pytest.approx(a['val_loss'], rel=1e-4)
+    w1 = torch.load(tmp_path/'one/checkpoints/last.pt', weights_only=True)['model']
+    dw = max(float((w1[k].float() - ck['model'][k].float()).abs().max()) for k in w1)
+    print(f"max |Δweight| after 8 steps: {dw:.3g}")
+    assert dw < 1e-3
