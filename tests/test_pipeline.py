@@ -2,8 +2,10 @@
 
 Checks that `tools/reproduce.sh` (what `make reproduce` runs) produces every table and figure, that a second
 `dvc repro` has nothing to do, and that `dvc metrics show`, `dvc params diff`, `dvc plots show` (offline: image
-plots) and `dvc exp run -S` work."""
-import json, os, shutil, subprocess, sys, time
+plots) and `dvc exp run -S` work. One tiny run (the module's `tiny_run` fixture) serves every slow test here: the
+figures' structure (issue 20), the README's inference examples run as written, and `dvc plots/metrics show` without
+warnings."""
+import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -30,11 +32,109 @@ def scratch(tmp_path_factory):
     run('git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm scratch', d)
     return d
 
-@pytest.mark.slow
-def test_tiny_pipeline_end_to_end(scratch):
+@pytest.fixture(scope='module')
+def tiny_run(scratch):
+    "The scratch copy after `tools/reproduce.sh` (what `make reproduce` runs): one tiny pipeline run for every test here."
     t = time.time()
-    r = run('bash tools/reproduce.sh', scratch)
+    run('bash tools/reproduce.sh', scratch)
     print(f"tiny pipeline: {time.time() - t:.0f} s")
+    return scratch
+
+def layout(png):
+    "A figure PNG and the layout pipeline/figures.ipynb stores in it (text chunk `m2vsl-layout`, read from the drawn axes)."
+    from PIL import Image
+    im = Image.open(png)
+    assert 'm2vsl-layout' in im.text, f"{png}: no layout chunk"
+    return im, json.loads(im.text['m2vsl-layout'])
+
+def row_panels(L, r):
+    return [(q['kind'], q.get('method'), q.get('source')) for q in L['panels'] if q.get('row') == r]
+
+@pytest.mark.slow
+def test_figures_structure(tiny_run):
+    "Every figure of the run: what it shows (panels per row, per-source maps of duets, masks, distinct clips), dpi, labels."
+    from m2vsl.pipeline import load_params
+    p = load_params(tiny_run/'params.yaml')
+    methods = p['methods']
+    figs = tiny_run/'reports'/'figures'
+    # the image-plots folder holds the PNGs only (DVC reads any other file there as a plot and warns)
+    assert sorted(f.name for f in figs.iterdir()) == ['fig3_multi.png', 'fig3_seg.png', 'fig3_single.png',
+                                                      'fig4_batch_size.png', 'training_curves.png']
+    for f in figs.iterdir():
+        im, L = layout(f)
+        assert min(im.info['dpi']) >= 150, (f.name, im.info.get('dpi'))
+        assert L['n_drawn_axes'] == len(L['panels']), (f.name, L['n_drawn_axes'], len(L['panels']))   # every panel drawn
+    # single source: frame, ground truth and one map per method on each row; rows are different samples
+    im, L = layout(figs/'fig3_single.png'); n = len(L['rows'])
+    assert n >= 3 and len(set(L['rows'])) == n, L['rows']
+    for r in range(n):
+        assert row_panels(L, r) == [('frame', None, None), ('gt', None, None)] + [('map', m, None) for m in methods], row_panels(L, r)
+    assert im.size[0] >= 250*len(L['columns']), (im.size, L['columns'])          # each column ≥ 250 px wide
+    # duets (a column per source of each duet, a row per method): both sources' ground truth, each method's map per source
+    im, L = layout(figs/'fig3_multi.png'); S = L['samples']
+    assert L['n_sources'] == 2 and len(S) >= 2 and len(set(S)) == len(S), S
+    assert L['rows'] == ['ground truth'] + methods, L['rows']
+    for i in S:
+        got = [(q['kind'], q.get('method'), q['source']) for q in L['panels'] if q['sample'] == i]
+        assert got == [('gt', None, 0), ('gt', None, 1)] + [('map', m, k) for m in methods for k in (0, 1)], (i, got)
+    assert im.size[0] >= 250*len(L['columns']), (im.size, L['columns'])
+    # segmentation: rows are frames of different clips (AVSBench ids are <clip>_<frame>); GT mask and a predicted mask per method
+    im, L = layout(figs/'fig3_seg.png'); n = len(L['rows'])
+    clips = [i.rsplit('_', 1)[0] for i in L['rows']]
+    assert n >= 2 and len(set(clips)) == n, L['rows']
+    for r in range(n):
+        assert row_panels(L, r) == [('frame', None, None), ('gt_mask', None, None)] + [('pred_mask', m, None) for m in methods]
+    # Figure 4: the batch study's sizes and the main run's
+    im, L = layout(figs/'fig4_batch_size.png')
+    assert L['batch_sizes'] == sorted(set(p['batch_study']['batch_sizes']) | {p['train']['batch_size']}), L['batch_sizes']
+    assert L['axes'][0]['xlabel'] and L['axes'][0]['ylabel'] and L['axes'][0]['n_lines'] == 2, L['axes']
+    # training curves: one panel per method, labelled axes, training and validation loss
+    im, L = layout(figs/'training_curves.png')
+    assert [q['method'] for q in L['panels']] == methods and [a['title'] for a in L['axes']] == methods, L
+    for a in L['axes']:
+        assert a['xlabel'] == 'epoch' and 'loss' in a['ylabel'] and a['n_lines'] == 2, a
+
+def readme_examples(text):
+    "The code blocks of the README's inference section, in order: [(language, code)]."
+    assert '\n## Inference' in text, "the README has no '## Inference' section"
+    part = text.split('\n## Inference', 1)[1].split('\n## ', 1)[0]
+    return re.findall(r"```(bash|python)\n(.*?)```", part, re.S)
+
+@pytest.mark.slow
+def test_readme_inference_example(tiny_run, tmp_path):
+    """The README's inference examples, run as written in a folder laid out as after `make reproduce`: the run's
+    data (the tiny profile's root stands in for data/embedded), its runs/ and the venv; each must write an overlay."""
+    from PIL import Image
+    blocks = readme_examples((tiny_run/'README.md').read_text())         # the README the run generated from nbs/index.ipynb
+    assert [lang for lang, _ in blocks] == ['bash', 'python'], blocks
+    assert blocks == readme_examples((REPO/'README.md').read_text()), "README.md is older than nbs/index.ipynb's examples"
+    (tmp_path/'data').mkdir()
+    (tmp_path/'data'/'embedded').symlink_to(tiny_run/'data'/'tiny')
+    (tmp_path/'runs').symlink_to(tiny_run/'runs')
+    (tmp_path/'.venv').symlink_to(BIN.parent)
+    (tmp_path/'example.sh').write_text(blocks[0][1]); (tmp_path/'example.py').write_text(blocks[1][1])
+    out = run('bash -eu example.sh', tmp_path).stdout
+    assert '"peak"' in out and '"top"' in out, out
+    out = run(f'{BIN}/python example.py', tmp_path).stdout
+    frame = sorted((tiny_run/'data'/'tiny'/'vggsound'/'frames').glob('*.jpg'))[0]
+    for f in ('overlay.png', 'overlay_python.png'):
+        im = Image.open(tmp_path/f)
+        assert im.size == Image.open(frame).size and im.mode == 'RGB', (f, im.size, im.mode)
+    assert len(list(tmp_path.glob('overlay.class-*.png'))) == 3            # --classes: the top-3 classes' overlays
+
+@pytest.mark.slow
+def test_dvc_plots_and_metrics_show_no_warning(tiny_run):
+    "`dvc plots show` and `dvc metrics show` on the run's tree: no warning, every metrics file the pipeline writes shown."
+    for cmd in ('dvc plots show --json', 'dvc metrics show'):
+        r = run(cmd, tiny_run)
+        assert not r.stderr.strip() and 'warn' not in r.stdout.lower() and 'failed' not in r.stdout.lower(), (cmd, r.stderr[-2000:])
+    shown = run('dvc metrics show --json', tiny_run).stdout
+    written = {str(f.relative_to(tiny_run)) for f in (tiny_run/'metrics').rglob('*.json')}
+    assert written and all(f in shown for f in written), sorted(f for f in written if f not in shown)
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end(tiny_run):
+    scratch = tiny_run
     for f in ['reports/tables/table1.md', 'reports/tables/table2.md', 'reports/tables/table3.md', 'reports/tables/table4.md',
               'reports/tables/summary.md', 'reports/figures/fig3_single.png', 'reports/figures/fig4_batch_size.png',
               'reports/figures/training_curves.png', 'reports/train/m2vsl.ipynb', 'metrics/m2vsl.json', 'README.md',
