@@ -17,13 +17,13 @@ from fastcore.script import call_parse, store_true
 from .material import KITS, KIT_VERSION, DEBS, Kit, MaterialError, prepare_kit
 
 # %% auto #0
-__all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHYTHMS', 'SIZES', 'PRETRAIN_SCALE', 'SynthClass',
+__all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHYTHMS', 'VGGSS_BOX_AREA', 'SIZES', 'SynthClass',
            'make_classes', 'clip_rng', 'class_sound', 'mix_sounds', 'shape_alpha', 'texture', 'background', 'norm_box',
-           'Shapes', 'make_clip', 'material_of', 'describe', 'write_licences', 'plan', 'write_metadata', 'synth_config',
-           'generate', 'main']
+           'box_area', 'Shapes', 'make_clip', 'material_of', 'describe', 'write_licences', 'plan', 'write_metadata',
+           'synth_config', 'generate', 'main']
 
 # %% ../nbs/20_synth.ipynb #b5b7102f
-GENERATOR_VERSION = '1.1'
+GENERATOR_VERSION = '1.2'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'diamond', 'hexagon', 'pentagon', 'crescent',
           'arrow', 'trapezoid')
 COLOURS = {'red': (.85, .12, .12), 'orange': (.96, .55, .08), 'yellow': (.95, .88, .12), 'lime': (.55, .88, .15),
@@ -205,12 +205,39 @@ def norm_box(
     up = lambda k, n: math.ceil(k/n*1e6)/1e6
     return [up(xs.min(), W), up(ys.min(), H), up(xs.max() + 1, W), up(ys.max() + 1, H)]
 
-def _place(rng, sizes, n_frames, W, max_v=5., gap=3):
-    "Top-left corner and velocity of each object; swept boxes inside the frame and apart. Shrinks when crowded."
-    sizes = list(sizes)
-    for attempt in range(40):
+# The union box area of each VGG-SS test clip (EZ-VSL's vggss.json, 5,158 annotated clips), as a share of the frame:
+# its quantiles at 0, 5, …, 100 % (the 0 % quantile, a degenerate box, raised to 2 %). Median 25 %, quartiles 12–46 %.
+VGGSS_BOX_AREA = (.02, .033, .054, .074, .097, .121, .146, .172, .197, .226, .253, .287, .324, .363, .406, .463, .522,
+                  .592, .677, .78, 1.)
+
+def box_area(
+    rng:np.random.Generator,        # the sample's generator
+    quantiles=VGGSS_BOX_AREA,       # quantiles of the area at evenly spaced levels 0 … 1
+)->float:                           # a box area, share of the frame
+    "A box area drawn from a distribution given by its quantiles (the inverse CDF, linear between them)."
+    q = np.asarray(quantiles, np.float64)
+    return float(np.interp(rng.uniform(), np.linspace(0, 1, len(q)), q))
+
+def _extent(mat, c:int, rng, probe:int=64)->float:
+    "Share of its square patch that the tight box of class `c`'s look (drawn with `rng`) covers."
+    _, a = mat.draw(mat.look(c, rng, probe), probe, 0)
+    ys, xs = np.nonzero(a >= .5)
+    return 1. if not len(xs) else (np.ptp(xs) + 1)*(np.ptp(ys) + 1)/probe**2
+
+def _apart(a, b, gap)->bool: return a[0] >= b[2] + gap or b[0] >= a[2] + gap or a[1] >= b[3] + gap or b[1] >= a[3] + gap
+def _shared(a, b)->float: return max(0., min(a[2], b[2]) - max(a[0], b[0]))*max(0., min(a[3], b[3]) - max(a[1], b[1]))
+def _area(a)->float: return (a[2] - a[0])*(a[3] - a[1])
+
+def _place(rng, sizes, n_frames, W, max_v=5., gap=3, optional=(), overlap=.5, redraw=None, redraws=6):
+    """Top-left corner and velocity of each object kept (a dict by index) and the sizes; swept boxes inside the frame.
+    Boxes keep apart, except that an `optional` object's (a distractor's: drawn behind the others) may share up to
+    `overlap` of the smaller box. When crowded, an optional object gets a new size (`redraw(k)`, up to `redraws` times),
+    then is left out (last placed first); with none left, the rest shrink alike."""
+    sizes, keep, fails, again = list(sizes), list(range(len(sizes))), 0, {}
+    for attempt in range(200):
         placed = []
-        for s in sizes:
+        for k in keep:
+            s, opt = sizes[k], k in optional
             for _ in range(60):
                 v = rng.uniform(-max_v, max_v, 2) if n_frames > 1 else np.zeros(2)
                 span = v*(n_frames - 1)
@@ -218,12 +245,19 @@ def _place(rng, sizes, n_frames, W, max_v=5., gap=3):
                 if (hi < lo).any(): continue
                 p = rng.uniform(lo, hi)
                 box = np.r_[np.minimum(p, p + span) - 1, np.maximum(p, p + span) + s + 1]   # swept box (x1,y1,x2,y2)
-                if all(box[0] >= b[2] + gap or b[0] >= box[2] + gap or box[1] >= b[3] + gap or b[1] >= box[3] + gap
-                       for _, _, b in placed):
-                    placed.append((p, v, box)); break
+                if all(_shared(box, b) <= overlap*min(_area(box), _area(b)) if opt or ob else _apart(box, b, gap)
+                       for _, _, b, ob in placed):
+                    placed.append((p, v, box, opt)); break
             else: break
-        if len(placed) == len(sizes): return [(p, v) for p, v, _ in placed], sizes
-        sizes = [max(16, int(s*.9)) for s in sizes]
+        if len(placed) == len(keep): return {k: (p, v) for k, (p, v, _, _) in zip(keep, placed)}, sizes
+        fails += 1
+        drop = [k for k in keep if k in optional]
+        if drop and fails >= 5:
+            k, fails = drop[-1], 0
+            again[k] = again.get(k, 0) + 1
+            if redraw is not None and again[k] <= redraws: sizes[k] = redraw(k)
+            else: keep.remove(k)
+        elif not drop: sizes = [max(16, int(s*.9)) if k in keep else s for k, s in enumerate(sizes)]
     raise RuntimeError(f"cannot place objects of sizes {sizes} in a {W}px frame")
 
 class Shapes:
@@ -251,7 +285,7 @@ def make_clip(
     seconds:float=4.0,         # audio duration
     sr:int=16000,              # audio sample rate
     distractor_p:float=.65,    # probability of 1–2 silent distractors of other classes
-    scale:tuple=(.3, .7),      # object size range, fraction of the frame side (box areas ≈ VGG-SS's: median 25 %)
+    area_quantiles=VGGSS_BOX_AREA,  # every object's box area (share of the frame) is drawn from these quantiles
 )->dict:
     "Render one sample: frames, per-source masks and boxes, the mixed audio and every object's record."
     mat = Shapes(classes) if isinstance(classes, (list, tuple)) else classes
@@ -261,34 +295,43 @@ def make_clip(
     n_dis = int(rng.integers(1, 3)) if rng.uniform() < distractor_p else 0
     others = [c for c in range(len(mat.names)) if c not in sounding]
     objs = list(sounding) + [int(c) for c in rng.choice(others, n_dis, replace=False)]
-    sizes = [int(rng.uniform(*scale)*size) for _ in objs]
+    K = len(sounding)
+    seeds = rng.integers(0, 2**63, len(objs))    # each object's look has a generator of its own
+    # the patch side that gives the drawn box area, through the share of the patch the object's own picture covers
+    ext = [_extent(mat, c, np.random.default_rng(s)) for c, s in zip(objs, seeds)]
+    def side(i): return int(np.clip(size*np.sqrt(box_area(rng, area_quantiles)/ext[i]), 16, size - 8))
+    sizes = [side(i) for i in range(len(objs))]
     order = rng.permutation(len(objs))           # placement order: the sounder is not always placed first
-    placed, sizes_o = _place(rng, [sizes[i] for i in order], n_frames, size)
-    pos = [None]*len(objs)
-    for j, i in enumerate(order): pos[i] = placed[j]; sizes[i] = sizes_o[j]
+    placed, sizes_o = _place(rng, [sizes[i] for i in order], n_frames, size, redraw=lambda j: side(order[j]),
+                             optional={j for j, i in enumerate(order) if i >= K})
+    kept = sorted(int(order[j]) for j in placed)  # sounders first; distractors that did not fit are left out
+    pos = {int(order[j]): pv for j, pv in placed.items()}
+    sizes = {int(order[j]): sizes_o[j] for j in placed}
+    objs, seeds = [objs[i] for i in kept], [seeds[i] for i in kept]
+    pos, sizes = [pos[i] for i in kept], [sizes[i] for i in kept]
     bg = mat.background(rng, size)
-    looks = [mat.look(c, rng, s) for c, s in zip(objs, sizes)]
+    looks = [mat.look(c, np.random.default_rng(sd), s) for c, sd, s in zip(objs, seeds, sizes)]
     frames = np.zeros((n_frames, size, size, 3), np.uint8)
     masks = np.zeros((n_frames, len(objs), size, size), bool)
     for f in range(n_frames):
         img = bg.copy()
-        for o, s in enumerate(sizes):
-            p, v = pos[o]
+        for o in sorted(range(len(objs)), key=lambda o: o < K):   # distractors first: behind the sounding objects
+            p, v, s = *pos[o], sizes[o]
             x, y = np.round(p + v*f).astype(int)
             rgb, a = mat.draw(looks[o], s, f)
             a = a[..., None]
             patch = img[y:y+s, x:x+s]
             img[y:y+s, x:x+s] = patch*(1 - a) + rgb*a
             masks[f, o, y:y+s, x:x+s] = a[..., 0] >= .5
+            if o < K: masks[f, K:] &= ~masks[f, o]             # what a sounding object hides of a distractor
         img = img + rng.normal(0, rng.uniform(.01, .035), img.shape).astype(np.float32)
         frames[f] = np.round(np.clip(img, 0, 1)*255).astype(np.uint8)
     audio = mix_sounds([mat.sound(c, looks[o], rng, seconds, sr) for o, c in enumerate(sounding)], rng)
-    K = len(sounding)
     areas = masks[0].sum((-1, -2))
     return {'frames': frames, 'masks': masks[:, :K], 'audio': audio, 'classes': sounding,
             'boxes': [[norm_box(m) for m in masks[f, :K]] for f in range(n_frames)],
-            'objects': [{'class': c, 'sounding': o < K, 'area': int(areas[o]), 'box': norm_box(masks[0, o])}
-                        for o, c in enumerate(objs)]}
+            'objects': [{'class': c, 'sounding': o < K, 'area': int(areas[o]),
+                         'box': norm_box(masks[0, o]) if areas[o] else None} for o, c in enumerate(objs)]}
 
 # %% ../nbs/20_synth.ipynb #6557bf56
 SIZES = {   # presets for the CLI's --size
@@ -298,7 +341,6 @@ SIZES = {   # presets for the CLI's --size
                   s4_test=15, ms3_train=0, ms3_val=0, ms3_test=15, pre_train=0),
     'default': dict(vgg_train=1600, vgg_test=400, inst_train=600, inst_test=200, inst_duets=200, s4_train=200,
                     s4_val=40, s4_test=60, ms3_train=0, ms3_val=0, ms3_test=60, pre_train=0)}
-PRETRAIN_SCALE = (.25, .65)  # the pretraining set: one object per frame, 25–65 % of the side (as ImageNet: one object, varied place and scale)
 _PLAN = 2**32 - 1   # the 'index' of a set's plan-level generator (samples use 0, 1, …)
 _YT = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 
@@ -366,7 +408,7 @@ def _render_job(job:dict)->dict:
     pre = kind == 'pre'
     clip = make_clip(cfg['seed'], job['set'], job['index'], job['sounding'], mat, n_frames=nf,
                      size=cfg['image_size'], seconds=secs, sr=cfg['sample_rate'],
-                     distractor_p=0. if pre else cfg['distractor_p'], scale=PRETRAIN_SCALE if pre else (.3, .7))
+                     distractor_p=0. if pre else cfg['distractor_p'])
     sr, q = cfg['sample_rate'], cfg['jpeg_quality']
     if kind in ('vgg', 'inst', 'pre'):
         d = root/{'vgg': 'vggsound', 'inst': 'instruments', 'pre': 'pretrain'}[kind]
