@@ -5,7 +5,7 @@
 # %% ../nbs/60_pipeline.ipynb #75b77e31
 from __future__ import annotations
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import yaml
@@ -85,7 +85,7 @@ def train_config(
     n_classes = len(build_dataset(dcfg, *front_ends(p)).class_names)
     d = dict({k: v for k, v in p['train'].items() if k not in LAUNCH}, method=method, run_dir=run_dir, audio=dict(p['audio']), image=dict(p['image']),
              model={**model_fields(method, p.get('model', {})), 'num_classes': n_classes},
-             data={k: getattr(dcfg, k) for k in ('root', 'layout', 'split', 'task', 'on_error')})
+             data=asdict(dcfg))   # every field of data.train (list_file, metadata_dir, mask_dir, boxes_file, ...)
     return TrainConfig.from_dict(_merge(d, parse_overrides([o for o in overrides if o])))
 
 def write_json(path:str|Path, obj)->Path:

@@ -142,9 +142,9 @@ def prepare(
     return res
 
 # %% ../nbs/22_prepare.ipynb #35de03c0
-def main(argv:list|None=None)->int:
+def main(argv:list|None=None, prog:str='python -m m2vsl.prepare')->int:
     "Command-line entry point (see `--help`)."
-    ap = argparse.ArgumentParser(prog='python -m m2vsl.prepare', description='Videos → EZ-VSL layout (frames/<id>.jpg, audio/<id>.wav)')
+    ap = argparse.ArgumentParser(prog=prog, description='Videos → EZ-VSL layout (frames/<id>.jpg, audio/<id>.wav)')
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument('--videos', help='folder of video files (id = file stem)')
     src.add_argument('--csv', help='VGGSound-style csv: ytid,start,label,split')

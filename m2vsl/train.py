@@ -184,13 +184,16 @@ def load_config(
     section:str|None='train',         # its section with the training options (None: the whole file)
     overrides:list|dict=(),           # ['model.dim=64', ...] or a nested dict, applied last
 )->TrainConfig:
-    "The resolved `TrainConfig`: defaults < `params.yaml[section]` < overrides."
+    "The resolved `TrainConfig`: defaults < `params.yaml[section]` < overrides (a whole params file: `pipeline.train_config`)."
     d = {}
-    if params_path is not None:
-        from m2vsl.pipeline import load_params, LAUNCH   # the one params reader: typed and checked as the file is read
-        raw = load_params(params_path, need=(section,) if section else (), train=section or 'train')
-        d = {k: v for k, v in (raw[section] or {}).items() if k not in LAUNCH} if section else raw   # not training options
     ov = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides), section or 'train')
+    if params_path is not None:
+        from m2vsl.pipeline import load_params, LAUNCH, train_config   # the one params reader: typed and checked as the file is read
+        raw = load_params(params_path, need=(section,) if section else (), train=section or 'train')
+        if section == 'train' and 'train' in (raw.get('data') or {}) and 'audio' in raw and 'image' in raw:   # the pipeline's way
+            ov = dict(ov); method = ov.pop('method', (raw['train'] or {}).get('method', 'm2vsl'))
+            d = train_config(raw, method, ov.pop('run_dir', f"runs/{method}")).to_dict()
+        else: d = {k: v for k, v in (raw[section] or {}).items() if k not in LAUNCH} if section else raw   # not training options
     return TrainConfig.from_dict(_merge(d, ov))
 
 # %% ../nbs/40_train.ipynb #3127b35c
@@ -489,7 +492,7 @@ def epoch_line(
     return ' '.join(head + [f"{k}={fmt(v)}" for k, v in row.items() if k not in ('epoch', 'train_loss', 'val_loss')])
 
 def _console_logging(lg:logging.Logger)->bool:
-    "Whether a handler prints `lg`'s INFO records on the console (stdout/stderr), as `m2vsl-train`'s does."
+    "Whether a handler prints `lg`'s INFO records on the console (stdout/stderr), as `python -m m2vsl.train`'s does."
     if not lg.isEnabledFor(logging.INFO): return False
     streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     while lg is not None:
@@ -707,7 +710,7 @@ def _train(cfg:TrainConfig, D:Dist, dataset, val_dataset)->dict:
 # %% ../nbs/40_train.ipynb #ff9926b4
 def main(argv:list|None=None):
     "Command-line entry point (`python -m m2vsl.train`, `torchrun -m m2vsl.train`, console script)."
-    p = argparse.ArgumentParser(prog='m2vsl-train', description='Train an m2vsl model (single process or under torchrun).',
+    p = argparse.ArgumentParser(prog='python -m m2vsl.train', description='Train an m2vsl model (single process or under torchrun).',
                                 epilog="overrides: dotted key=value pairs, e.g. model.dim=64 train.batch_size=16 amp=bf16")
     p.add_argument('--params', default=None, help='params.yaml to read (default: none, the paper defaults)')
     p.add_argument('--section', default='train', help='section of params.yaml with the training options')

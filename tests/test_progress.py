@@ -31,7 +31,7 @@ def test_epoch_lines_printed_and_logged_without_bars(tmp_path, capsys, caplog):
 
 
 def test_a_console_handler_prints_it_once(tmp_path, capsys):
-    "Under `m2vsl-train` (a stderr handler on the logger) the line is not printed a second time."
+    "Under `python -m m2vsl.train` (a stderr handler on the logger) the line is not printed a second time."
     lg = logging.getLogger('m2vsl.train')
     h = logging.StreamHandler(sys.stderr); old = lg.level
     lg.addHandler(h); lg.setLevel(logging.INFO)
