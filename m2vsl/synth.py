@@ -23,7 +23,7 @@ __all__ = ['GENERATOR_VERSION', 'SHAPES', 'COLOURS', 'TEXTURES', 'TIMBRES', 'RHY
            'synth_config', 'generate', 'main']
 
 # %% ../nbs/20_synth.ipynb #b5b7102f
-GENERATOR_VERSION = '1.2'
+GENERATOR_VERSION = '1.3'
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'diamond', 'hexagon', 'pentagon', 'crescent',
           'arrow', 'trapezoid')
 COLOURS = {'red': (.85, .12, .12), 'orange': (.96, .55, .08), 'yellow': (.95, .88, .12), 'lime': (.55, .88, .15),
@@ -224,9 +224,10 @@ def _extent(mat, c:int, rng, probe:int=64)->float:
     ys, xs = np.nonzero(a >= .5)
     return 1. if not len(xs) else (np.ptp(xs) + 1)*(np.ptp(ys) + 1)/probe**2
 
-def _apart(a, b, gap)->bool: return a[0] >= b[2] + gap or b[0] >= a[2] + gap or a[1] >= b[3] + gap or b[1] >= a[3] + gap
-def _shared(a, b)->float: return max(0., min(a[2], b[2]) - max(a[0], b[0]))*max(0., min(a[3], b[3]) - max(a[1], b[1]))
-def _area(a)->float: return (a[2] - a[0])*(a[3] - a[1])
+def _apart(a, b, gap): return (a[..., 0] >= b[2] + gap) | (b[0] >= a[..., 2] + gap) | (a[..., 1] >= b[3] + gap) | (b[1] >= a[..., 3] + gap)
+def _shared(a, b): return ((np.minimum(a[..., 2], b[2]) - np.maximum(a[..., 0], b[0])).clip(0)*
+                           (np.minimum(a[..., 3], b[3]) - np.maximum(a[..., 1], b[1])).clip(0))
+def _area(a): return (a[..., 2] - a[..., 0])*(a[..., 3] - a[..., 1])
 
 def _place(rng, sizes, n_frames, W, max_v=5., gap=3, optional=(), overlap=.5, redraw=None, redraws=6):
     """Top-left corner and velocity of each object kept (a dict by index) and the sizes; swept boxes inside the frame.
@@ -238,17 +239,17 @@ def _place(rng, sizes, n_frames, W, max_v=5., gap=3, optional=(), overlap=.5, re
         placed = []
         for k in keep:
             s, opt = sizes[k], k in optional
-            for _ in range(60):
-                v = rng.uniform(-max_v, max_v, 2) if n_frames > 1 else np.zeros(2)
-                span = v*(n_frames - 1)
-                lo, hi = np.maximum(0, -np.floor(span)) + 1, W - s - np.maximum(0, np.ceil(span)) - 1
-                if (hi < lo).any(): continue
-                p = rng.uniform(lo, hi)
-                box = np.r_[np.minimum(p, p + span) - 1, np.maximum(p, p + span) + s + 1]   # swept box (x1,y1,x2,y2)
-                if all(_shared(box, b) <= overlap*min(_area(box), _area(b)) if opt or ob else _apart(box, b, gap)
-                       for _, _, b, ob in placed):
-                    placed.append((p, v, box, opt)); break
-            else: break
+            # 60 candidate places at once; the first that keeps the rules is taken
+            v = rng.uniform(-max_v, max_v, (60, 2)) if n_frames > 1 else np.zeros((60, 2))
+            span = v*(n_frames - 1)
+            lo, hi = np.maximum(0, -np.floor(span)) + 1, W - s - np.maximum(0, np.ceil(span)) - 1
+            p = lo + rng.uniform(size=(60, 2))*(hi - lo)
+            box = np.c_[np.minimum(p, p + span) - 1, np.maximum(p, p + span) + s + 1]   # swept boxes (x1,y1,x2,y2)
+            ok = (hi >= lo).all(1)
+            for _, _, b, ob in placed:
+                ok &= _shared(box, b) <= overlap*np.minimum(_area(box), _area(b)) if opt or ob else _apart(box, b, gap)
+            if not ok.any(): break
+            i = int(ok.argmax()); placed.append((p[i], v[i], box[i], opt))
         if len(placed) == len(keep): return {k: (p, v) for k, (p, v, _, _) in zip(keep, placed)}, sizes
         fails += 1
         drop = [k for k in keep if k in optional]
