@@ -118,18 +118,16 @@ class ImageTransform:
                 j = int(torch.randint(0, w-c+1, (1,), generator=generator))
                 img = img.resize((S, S), Image.BICUBIC, box=(j, i, j+c, i+c))
                 if gt is not None: gt = resize_nearest(resize_nearest(gt, (h, w))[..., i:i+c, j:j+c], (S, S))
-                i = j = 0; w = h = S
-            else:
+            else:                        # EZ-VSL: the short side resized to 1.1·S, then a random S×S crop
                 img = TF.resize(img, self.cfg.train_resize, interpolation=InterpolationMode.BICUBIC)
                 w, h = img.size
                 i = int(torch.randint(0, h-S+1, (1,), generator=generator))
                 j = int(torch.randint(0, w-S+1, (1,), generator=generator))
-            flip = bool(torch.rand(1, generator=generator) < 0.5)
-            img = img.crop((j, i, j+S, i+S))
-            if flip: img = img.transpose(Image.FLIP_LEFT_RIGHT)
-            if gt is not None:
-                gt = resize_nearest(gt, (h, w))[..., i:i+S, j:j+S]
-                if flip: gt = gt.flip(-1)
+                img = img.crop((j, i, j+S, i+S))
+                if gt is not None: gt = resize_nearest(gt, (h, w))[..., i:i+S, j:j+S]
+            if bool(torch.rand(1, generator=generator) < 0.5):   # random horizontal flip, of the map too
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+                if gt is not None: gt = gt.flip(-1)
         x = TF.normalize(TF.to_tensor(img), self.cfg.mean, self.cfg.std)
         return x, (None if gt is None else gt.float().contiguous())
 
