@@ -31,7 +31,8 @@ clean-nbs: setup
 sync-check: setup
 	bash tools/sync_check.sh
 
-## wheel-check: build a wheel, install it in a fresh venv, import every module
+## wheel-check: build a wheel, install it with its declared dependencies alone in a fresh venv (kept per requirements
+##              in ~/.cache/m2vsl-wheel-check, ~6 GB), import every module, localize one generated clip
 wheel-check: setup
 	bash tools/wheel_check.sh
 
