@@ -243,13 +243,9 @@ def eval_task(dcfg)->str:
     return 'seg' if dcfg.layout in ('avsbench', 'wsavs') else dcfg.task
 
 def load_model(path:str|Path, device:str='cpu')->tuple:
-    "`(model, audio config, image config)` of a training checkpoint (.pt) or a weights folder."
-    if Path(path).is_dir():
-        loc = from_pretrained(path, device=device, amp='none')
-        return loc.model, loc.audio_cfg, loc.image_cfg
-    from m2vsl.evaluate import model_from_checkpoint
-    model, _, cfg = model_from_checkpoint(path, device)
-    return model, cfg.audio, cfg.image
+    "`(model, audio config, image config)` of a training checkpoint (.pt) or a weights folder, read by `from_pretrained`."
+    loc = from_pretrained(path, device=device, amp='none')
+    return loc.model, loc.audio_cfg, loc.image_cfg
 
 def add_evaluate(sub):
     e = sub.add_parser('evaluate', help="score a trained model on a data set's test split",

@@ -302,3 +302,26 @@ def test_kit_generates_real_layouts(kits, tmp_path):
     # another kit, other classes: nothing shared
     a, b = (json.loads((tmp_path/k/'manifest.json').read_text())['classes'] for k in ('stamps', 'clipart'))
     assert not set(a['packages']) & set(b['packages']) and not set(a['backgrounds']) & set(b['backgrounds'])
+
+
+# --- the box-area table the generator draws from is VGG-SS's, recomputed from the annotation file ------------------
+VGGSS_JSON = Path(__file__).resolve().parents[2]/'shared'/'reference-metadata'/'EZ-VSL'/'vggss.json'
+
+
+@pytest.mark.skipif(not VGGSS_JSON.exists(), reason=f"{VGGSS_JSON} not present (the shared folder beside the repo)")
+def test_box_area_table_is_vggss():
+    """`VGGSS_BOX_AREA` equals the quantiles (0, 5, …, 100 %) of the union box area of VGG-SS's annotated clips, each
+    rasterised at 224 px as EZ-VSL's test does (`int(224·x)`), to its 3 decimals; the 0 % quantile (a degenerate box)
+    is raised to 2 %. Measured when written: median .253, quartiles .121 / .463."""
+    from m2vsl.synth import VGGSS_BOX_AREA
+    areas = []
+    for e in json.loads(VGGSS_JSON.read_text()):
+        if not e['bbox']: continue
+        m = np.zeros((224, 224), bool)
+        for b in e['bbox']:
+            x0, y0, x1, y1 = (int(v*224) for v in b)
+            m[y0:y1, x0:x1] = True
+        areas.append(m.mean())
+    q = np.quantile(areas, np.linspace(0, 1, len(VGGSS_BOX_AREA)))
+    q[0] = max(q[0], .02)
+    np.testing.assert_allclose(VGGSS_BOX_AREA, q, atol=6e-4)
