@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from m2vsl.pipeline import load_params, train_config, dataset
+from m2vsl.config import load_params, train_config
+from m2vsl.pipeline import dataset
 from m2vsl.train import train
-from m2vsl.evaluate import evaluate, model_from_checkpoint
+from m2vsl.evaluate import evaluate
+from m2vsl.checkpoint import model_from_checkpoint
 
 VARIANTS = {'default': [], 'fp32': ['amp=none'], 'mmt_dim=D': ['model.mmt_dim=null']}
 SETS = {'single': ('single', dict(iou_thresholds=(0.3, 0.5))), 'seg': ('seg', dict(fscore_batch=20))}

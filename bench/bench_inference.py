@@ -19,7 +19,7 @@ import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
 from m2vsl.inference import Localizer
-from m2vsl.train import autocast, native_bf16, resolve_amp
+from m2vsl.runtime import autocast, native_bf16, resolve_amp
 from bench_train import cpu_name
 
 AUDIO = {   # audio front ends: the paper's (257x300) and the CPU profile's (65x76)

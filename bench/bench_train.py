@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import m2vsl.methods as methods
-from m2vsl.pipeline import load_params, model_fields
-from m2vsl.train import autocast, native_bf16, resolve_amp
+from m2vsl.config import load_params, model_fields
+from m2vsl.runtime import autocast, native_bf16, resolve_amp
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {   # image px -> (spectrogram F, T, profile whose model settings apply)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from .inference import from_pretrained, Localizer
+from .inference import from_pretrained, Localizer, load_model
 
 # %% auto #0
 __all__ = ['list_methods', 'create_model', 'localize', 'evaluate', 'train']
@@ -17,7 +17,7 @@ def list_methods(
     pattern:str='*',   # a shell-style filter ('*vsl*')
 )->list:               # sorted names
     "Every method and preset name `create_model` and `m2vsl train --method` take."
-    import m2vsl.methods as methods, m2vsl.baselines  # noqa: F401  (the baselines register themselves)
+    import m2vsl.methods as methods   # registers every method, the baselines included
     return [n for n in methods.available() if fnmatch.fnmatch(n, pattern)]
 
 def create_model(
@@ -48,9 +48,8 @@ def evaluate(
     **kw,                      # `m2vsl.evaluate.evaluate` options (batch_size, device, amp, ...)
 )->dict:                       # {'task', 'metrics', 'per_sample', ...}
     "Score a model on a data set (`m2vsl.evaluate.evaluate`)."
-    from m2vsl.evaluate import evaluate as _evaluate
-    from m2vsl.cli import load_model, guess_layout, eval_task
-    from m2vsl.data import DataConfig, build_dataset
+    from m2vsl.evaluate import evaluate as _evaluate, eval_task
+    from m2vsl.data import DataConfig, build_dataset, guess_layout
     audio = image = None
     if isinstance(model, (str, Path)): model, audio, image = load_model(model, kw.get('device') or 'cpu')
     if isinstance(dataset, (str, Path)):
@@ -66,8 +65,8 @@ def train(
     **overrides,               # config fields, over the rest (epochs=2, model={'dim': 32}, ...)
 )->dict:                       # what `m2vsl.train.train` returns (run_dir, best epoch, history, checkpoints)
     "Train a model (`m2vsl.train.train`)."
-    from m2vsl.train import TrainConfig, train as _train, _merge
-    from m2vsl.cli import resolve_train_config
+    from m2vsl.config import TrainConfig, resolve_train_config, _merge
+    from m2vsl.train import train as _train
     if config is None: config = resolve_train_config(params, method, run_dir)
     d = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     return _train(TrainConfig.from_dict(_merge(d, overrides)))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from .model import VisualEncoder, AudioEncoder, resnet18, minmax, upsample, upsampling
 from .losses import class_loss
-from .methods import Method, register
+from .registry import Method, register
+from .runtime import plain, plain_fields
 
 # %% auto #0
 __all__ = ['BaselineConfig', 'Attention10kConfig', 'Attention10k', 'attention10k_attention', 'attention10k_scores', 'infonce',
@@ -34,11 +35,9 @@ class BaselineConfig:
     map_upsample:str='bilinear'    # `m2vsl.model.upsample` mode of the maps ('bilinear' | 'bicubic')
     map_align_corners:bool=True    # its corner convention (True: EZ-VSL's test.py)
 
-    def to_dict(self)->dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+    def to_dict(self)->dict: return plain(self)
     @classmethod
-    def from_dict(cls, d:dict):
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
+    def from_dict(cls, d:dict): return plain_fields(cls, d)
 
 class _AVBackbone(nn.Module):
     "The shared visual (one stage) and audio encoders; `encode` → (v `(B,D,h,w)`, a `(B,D)`), both unit-norm."

@@ -15,13 +15,16 @@ from .runtime import atomic_write
 from .inference import from_pretrained, overlay, Localizer
 from .audio import AudioError
 from .vision import ImageError
-from .train import CheckpointError
+from .checkpoint import CheckpointError
+from .config import resolve_train_config
+from .inference import load_model
+from .data import guess_layout
 from .prepare import decode_audio
 
 # %% auto #0
 __all__ = ['IMAGE_EXT', 'AUDIO_EXT', 'InputError', 'localize_pair', 'read_video_audio', 'localize_video', 'folder_pairs',
-           'resolve_train_config', 'add_train', 'train_main', 'guess_layout', 'eval_task', 'load_model', 'add_evaluate',
-           'evaluate_main', 'check_data', 'add_check_data', 'check_data_main', 'add_signature', 'localize_main', 'main']
+           'add_train', 'train_main', 'add_evaluate', 'evaluate_main', 'check_data', 'add_check_data',
+           'check_data_main', 'add_signature', 'localize_main', 'main']
 
 # %% ../nbs/71_cli.ipynb #36361d61
 class InputError(ValueError):
@@ -192,21 +195,9 @@ def folder_pairs(d:Path)->list:
     return pairs
 
 # %% ../nbs/71_cli.ipynb #04785baf
-def resolve_train_config(
-    params:str|Path|None=None,   # a params file (None: the paper's defaults)
-    method:str|None=None,        # method or preset name (default: the file's train.method, else m2vsl)
-    run_dir:str|None=None,       # run folder (default: runs/<method>)
-    overrides:list|tuple=(),     # ['batch_size=8', 'model.dim=64', ...] applied last
-):                               # the run's `TrainConfig`
-    "The `TrainConfig` of `m2vsl train`: `m2vsl.train.load_config`, which reads a whole params file the pipeline's way (`pipeline.train_config`)."
-    from m2vsl.train import load_config
-    run_dir = run_dir or (f"runs/{method}" if method else None)
-    first = [f"method={method}"]*bool(method) + [f"run_dir={run_dir}"]*bool(run_dir)
-    return load_config(params, 'train', first + [o for o in overrides if o])
-
 def add_train(sub):
     t = sub.add_parser('train', help='train a method with the settings of a params file',
-                       description="Reads --params with the pipeline's reader (m2vsl.pipeline.train_config: its audio, image, "
+                       description="Reads --params with the package's one params reader (m2vsl.config.train_config: its audio, image, "
                                    "model, data.train and train sections), then applies the key=value overrides; without "
                                    "--params, the paper's defaults. Several processes: --nproc-per-node N (torchrun).",
                        epilog='overrides: dotted key=value pairs, e.g. model.dim=64 batch_size=16 amp=bf16')
@@ -221,7 +212,8 @@ def add_train(sub):
 
 def train_main(a)->int:
     import logging, yaml
-    from m2vsl.pipeline import load_params, launch_options, train_launched
+    from m2vsl.config import load_params, launch_options
+    from m2vsl.pipeline import train_launched
     cfg = resolve_train_config(a.params, a.method, a.run_dir, a.overrides)
     if a.print_config: print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end=''); return 0
     n = a.nproc_per_node or (launch_options(load_params(a.params))['nproc_per_node'] if a.params else 1)
@@ -232,21 +224,6 @@ def train_main(a)->int:
     return 0
 
 # %% ../nbs/71_cli.ipynb #4769f124
-def guess_layout(root:str|Path)->str:
-    "The layout a folder's name says (`vggsound`, `instruments`, `avsbench`, `wsavs` or an alias), else 'vggsound'."
-    from m2vsl.data import LAYOUTS, _ALIASES
-    n = Path(root).name.lower()
-    return _ALIASES.get(n, n) if _ALIASES.get(n, n) in LAYOUTS else 'vggsound'
-
-def eval_task(dcfg)->str:
-    "The evaluation task of a `DataConfig`: 'seg' on the segmentation layouts, else its task ('single' or 'multi')."
-    return 'seg' if dcfg.layout in ('avsbench', 'wsavs') else dcfg.task
-
-def load_model(path:str|Path, device:str='cpu')->tuple:
-    "`(model, audio config, image config)` of a training checkpoint (.pt) or a weights folder, read by `from_pretrained`."
-    loc = from_pretrained(path, device=device, amp='none')
-    return loc.model, loc.audio_cfg, loc.image_cfg
-
 def add_evaluate(sub):
     e = sub.add_parser('evaluate', help="score a trained model on a data set's test split",
                        description="The data: --root, a layout folder read with the checkpoint's own front ends; or --params, "
@@ -262,29 +239,32 @@ def add_evaluate(sub):
     e.add_argument('--sets', nargs='*', default=None, help="with --params: the data sections to score (default: evaluate.sets)")
     e.add_argument('--batch-size', type=int, default=None, help="default: the params file's evaluate.batch_size, else m2vsl.evaluate's")
     e.add_argument('--device', default='cpu')
-    e.add_argument('--amp', default='none', choices=('auto', 'none', 'bf16', 'fp16'))
+    e.add_argument('--amp', default=None, choices=('auto', 'none', 'bf16', 'fp16'), help="default: the params file's train.amp, else none")
     e.add_argument('--out', type=Path, default=None, help='also write the metrics (JSON) here')
     e.add_argument('--no-progress', action='store_true')
     e.set_defaults(run=evaluate_main)
 
 def evaluate_main(a)->int:
     from m2vsl.data import DataConfig, build_dataset
-    from m2vsl.evaluate import evaluate
+    from m2vsl.evaluate import evaluate, eval_task, evaluate_options
     model, audio, image = load_model(a.checkpoint, a.device)
-    kw = {} if a.batch_size is None else {'batch_size': a.batch_size}
+    p = None
     if a.root is not None:
         d = DataConfig(str(a.root), a.layout or guess_layout(a.root), a.split, list_file=a.list_file)
         if a.task is not None: d = DataConfig(**{**vars(d), 'task': a.task})
         sets = {f"{d.layout}/{d.task}/{d.split}": (d, audio, image)}
     else:
-        from m2vsl.pipeline import load_params, data_config, front_ends
+        from m2vsl.config import load_params, data_config, front_ends
         p = load_params(a.params); ev = p.get('evaluate') or {}
         names = a.sets or [k for k in ev.get('sets', p['data']) if isinstance(p['data'].get(k), dict) and k != 'train']
-        if 'batch_size' in ev: kw.setdefault('batch_size', ev['batch_size'])
         sets = {k: (data_config(p, k), *front_ends(p)) for k in names}
     out = {}
     for name, (d, au, im) in sets.items():
-        r = evaluate(model, build_dataset(d, au, im), eval_task(d), device=a.device, amp=a.amp, progress=not a.no_progress, **kw)
+        task = eval_task(d)
+        kw = evaluate_options(p, task) if p is not None else {'amp': 'none'}   # the params file's evaluate: section, as the pipeline's stage
+        if a.batch_size is not None: kw['batch_size'] = a.batch_size
+        if a.amp is not None: kw['amp'] = a.amp
+        r = evaluate(model, build_dataset(d, au, im), task, device=a.device, progress=not a.no_progress, **kw)
         out[name] = {k: float(v) for k, v in r['metrics'].items() if isinstance(v, (int, float))}
     print(json.dumps(out, indent=1))
     if a.out is not None: _save_json(out, a.out)

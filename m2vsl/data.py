@@ -21,8 +21,8 @@ from .metrics import corrupt_boxes
 # %% auto #0
 __all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_text', 'read_rows', 'read_ids', 'corrupt_box',
            'load_vggss_boxes', 'boxes_to_gt', 'wav_truncation', 'load_waveform', 'load_window', 'Source', 'Record',
-           'collate', 'AVDataset', 'DataConfig', 'build_dataset', 'make_dataset', 'HygieneReport', 'hygiene_report',
-           'reference_hygiene']
+           'collate', 'AVDataset', 'DataConfig', 'guess_layout', 'build_dataset', 'make_dataset', 'HygieneReport',
+           'hygiene_report', 'reference_hygiene']
 
 # %% ../nbs/21_data.ipynb #69ea2be6
 log = logging.getLogger('m2vsl.data')
@@ -350,6 +350,11 @@ class DataConfig:
         if self.layout in ('avsbench', 'wsavs') and self.task == 'single': self.task = 's4'
         if self.task not in LAYOUTS[self.layout]:
             raise DataError(f"layout {self.layout!r} has tasks {LAYOUTS[self.layout]}, not {self.task!r}")
+
+def guess_layout(root:str|Path)->str:
+    "The layout a folder's name says (`vggsound`, `instruments`, `avsbench`, `wsavs` or an alias), else 'vggsound'."
+    n = Path(root).name.lower()
+    return _ALIASES.get(n, n) if _ALIASES.get(n, n) in LAYOUTS else 'vggsound'
 
 # %% ../nbs/21_data.ipynb #d3699022
 def _classes_file(root:Path)->Path|None:

@@ -17,16 +17,33 @@ from tqdm.auto import tqdm
 import m2vsl.methods as _methods
 from .data import collate
 from .metrics import SingleSourceEvaluator, MultiSourceEvaluator, SegmentationEvaluator
-from .train import TrainConfig, CheckpointError, load_checkpoint, autocast, to_device, seed_all, resolve_amp
+from .runtime import autocast, to_device, seed_all, resolve_amp
+from .checkpoint import model_from_checkpoint, weights_mismatch   # noqa: F401  (re-exported: they lived here)
 
 log = logging.getLogger('m2vsl.evaluate')
 
 # %% auto #0
-__all__ = ['log', 'TASKS', 'method_of', 'predict_maps', 'CentrePrior', 'untrained', 'evaluate', 'compare', 'weights_mismatch',
-           'model_from_checkpoint']
+__all__ = ['log', 'TASKS', 'eval_task', 'evaluate_options', 'method_of', 'predict_maps', 'CentrePrior', 'untrained', 'evaluate',
+           'compare']
 
 # %% ../nbs/41_evaluate.ipynb #bd6197b3
 TASKS = ('single', 'multi', 'seg')
+
+def eval_task(dcfg)->str:
+    "The evaluation task of a `DataConfig`: 'seg' on the segmentation layouts, else its task ('single' or 'multi')."
+    return 'seg' if dcfg.layout in ('avsbench', 'wsavs') else dcfg.task
+
+def evaluate_options(
+    p:dict,        # a params file as `m2vsl.config.load_params` reads it
+    task:str,      # 'single' | 'multi' | 'seg'
+)->dict:           # keyword arguments of `evaluate`
+    "The `evaluate` options a params file sets for `task` (its `evaluate:` section and `train.amp`), as the pipeline's evaluate stage passes them."
+    ev = p.get('evaluate') or {}
+    kw = {'single': dict(iou_thresholds=tuple(ev.get('iou_thresholds', (0.3, 0.5)))),
+          'multi': dict(iou_thresholds=tuple(ev.get('ciou_thresholds', (0.1, 0.3)))),
+          'seg': dict(fscore_batch=ev.get('fscore_batch', 20))}[task]
+    return dict(batch_size=ev.get('batch_size', 32), num_workers=ev.get('num_workers', 0),
+                amp=(p.get('train') or {}).get('amp', 'none'), evaluator_kw=kw)
 
 def method_of(model:nn.Module):
     "The `m2vsl.methods.Method` whose model class `model` is an instance of."
@@ -107,7 +124,7 @@ def evaluate(
     batch_size:int=16,          # evaluation batch
     method=None,                # the model's `Method` (default: looked up)
     device:str|torch.device|None=None,  # default: the model's device (cpu for predictors)
-    amp:str='none',             # 'auto' | 'none' | 'bf16' | 'fp16' (as in training; `m2vsl.train.resolve_amp`)
+    amp:str='none',             # 'auto' | 'none' | 'bf16' | 'fp16' (as in training; `m2vsl.runtime.resolve_amp`)
     csv:str|Path|None=None,     # write the per-sample results here
     keep_maps:int=0,            # keep image, maps and gt of the first N samples (for figures)
     all_class_maps:bool=True,   # multi: give the evaluator every class's map (CAP), when the model has classes
@@ -175,41 +192,3 @@ def compare(
 )->pd.DataFrame:                # one row per model, one column per metric
     "`evaluate` each model on the same data; a table to show that training helped."
     return pd.DataFrame({n: evaluate(m, dataset, task, **kw)['metrics'] for n, m in models.items()}).T
-
-def weights_mismatch(
-    model:nn.Module,   # the model a config describes
-    sd:dict,           # weights meant for it
-    k:int=3,           # examples named per kind
-)->str:                # '' when every tensor fits
-    "What keeps `sd` from loading into `model`: tensors of another shape, weights missing, weights unknown (a few of each)."
-    own = model.state_dict()
-    shape = [f"{n} {tuple(sd[n].shape)} vs {tuple(v.shape)}" for n, v in own.items()
-             if n in sd and isinstance(sd[n], torch.Tensor) and tuple(sd[n].shape) != tuple(v.shape)]
-    missing, extra = [n for n in own if n not in sd], [n for n in sd if n not in own]
-    out = []
-    if shape: out.append(f"{len(shape)} tensor(s) of another shape (checkpoint vs model), e.g. {'; '.join(shape[:k])}")
-    if missing: out.append(f"{len(missing)} weight(s) the model has and the checkpoint lacks, e.g. {', '.join(missing[:k])}")
-    if extra: out.append(f"{len(extra)} weight(s) in the checkpoint the model does not have, e.g. {', '.join(extra[:k])}")
-    return '; '.join(out)
-
-def model_from_checkpoint(
-    path:str|Path,              # a checkpoint written by `m2vsl.train` (verified, weights_only)
-    device:str='cpu',
-)->tuple:                       # (model in eval mode, Method, TrainConfig)
-    "Rebuild the trained model from its self-describing checkpoint."
-    ck = load_checkpoint(path)
-    try:
-        cfg = TrainConfig.from_dict(ck['config'])
-        method, _ = _methods.resolve(cfg.method)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: its config is not one this version of m2vsl can build ({type(e).__name__}: {e})") from None
-    model = _methods.for_weights(method, cfg.model)
-    sd = ck['model']
-    diff = weights_mismatch(model, sd) if isinstance(sd, dict) else f"weights are a {type(sd).__name__}, not a state dict"
-    if diff:
-        what = f"method {cfg.method!r}" + (f", dim {cfg.model.dim}" if hasattr(cfg.model, 'dim') else '')
-        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({what}): {diff}. The weights "
-                              f"are of another architecture or method than the config says, or the checkpoint was written by "
-                              f"another version of m2vsl")
-    model.load_state_dict(sd)
-    return model.to(device).eval(), method, cfg

@@ -14,17 +14,17 @@ from PIL import Image
 from safetensors.torch import save_file, load_file
 
 import m2vsl.methods as _methods
-from .runtime import atomic_write
+from .runtime import atomic_write, autocast, resolve_amp, plain
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
 from .model import minmax, upsample, upsampling, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
-from .train import TrainConfig, autocast, resolve_amp
-from .evaluate import model_from_checkpoint
+from .config import TrainConfig
+from .checkpoint import model_from_checkpoint
 from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'overlay']
+           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -32,11 +32,6 @@ FORMAT = 'm2vsl-pretrained/1'
 
 class PretrainedError(ValueError):
     "A weights folder or checkpoint that cannot be loaded, with the path and the reason in the message."
-
-def _plain(x):
-    if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [_plain(v) for v in x]
-    return x
 
 def class_names_of(cfg:TrainConfig)->list|None:
     "Class names of a training run: the `classes.txt` next to (or above) its training data, if it is there."
@@ -57,8 +52,8 @@ def save_pretrained(
     n = getattr(model.cfg, 'num_classes', None) if getattr(model.cfg, 'has_classes', False) else None
     if names is not None and n is not None and len(names) != n:
         raise ValueError(f"{len(names)} class names for a model with {n} classes")
-    conf = {'format': FORMAT, 'method': cfg.method, 'model': _plain(model.cfg.to_dict()),
-            'audio': _plain(asdict(cfg.audio)), 'image': _plain(asdict(cfg.image)),
+    conf = {'format': FORMAT, 'method': cfg.method, 'model': plain(model.cfg.to_dict()),
+            'audio': plain(cfg.audio), 'image': plain(cfg.image),
             'class_names': None if names is None else list(names)}
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT})
@@ -264,6 +259,14 @@ def from_pretrained(
         model, method, cfg = model_from_checkpoint(path)
         audio, image, names = cfg.audio, cfg.image, class_names_of(cfg)
     return Localizer(model, method, audio, image, class_names if class_names is not None else names, device, amp)
+
+def load_model(
+    path:str|Path,     # a training checkpoint (.pt) or a weights folder
+    device:str='cpu',
+)->tuple:              # (model in eval mode, `AudioConfig`, `ImageConfig`)
+    "The model of a checkpoint or weights folder and the front ends it was trained with (read by `from_pretrained`)."
+    loc = from_pretrained(path, device=device, amp='none')
+    return loc.model, loc.audio_cfg, loc.image_cfg
 
 # %% ../nbs/70_inference.ipynb #e38c93e8
 def overlay(

@@ -15,170 +15,27 @@ from .audio import AudioConfig
 from .vision import ImageConfig
 from .data import DataConfig, build_dataset
 from . import methods as _methods
+from .config import (NEED, LAUNCH, LOWEST, ParamsError, load_params, check_params, front_ends, data_config,  # noqa: F401
+                          model_fields, train_config, launch_options)   # the one params reader (`m2vsl.config`), for the stages
 
 # %% auto #0
-__all__ = ['TASKS', 'NEED', 'LAUNCH', 'LOWEST', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'load_params', 'front_ends', 'data_config',
-           'dataset', 'model_fields', 'train_config', 'write_json', 'ParamsError', 'check_params', 'launch_options',
-           'train_launched', 'pretrain_config', 'export_encoders', 'build_table', 'qualitative_figure', 'line_figure',
-           'main']
+__all__ = ['EVAL_SETS', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'dataset', 'write_json', 'train_launched', 'pretrain_config',
+           'export_encoders', 'build_table', 'qualitative_figure', 'line_figure', 'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
-TASKS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4
-
-NEED = ('data', 'audio', 'image', 'train', 'methods')   # the sections every pipeline stage reads
-LAUNCH = {'nproc_per_node': 1}   # `train:` keys that say how the train stage starts the training, not what it trains
-
-def load_params(
-    path:str|Path='params.yaml',   # a params file
-    need:tuple=NEED,               # sections it must have (`m2vsl.train.load_config` asks for its one section)
-    train:str='train',             # the section of `TrainConfig` options
-)->dict:                           # the parsed file, its `audio`, `image` and `train` values typed
-    "The one reader of params files: the YAML parsed and checked (`check_params`), every error naming the file."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: params file not found (run from the repository root)")
-    try:
-        with open(path, encoding='utf-8') as f: p = yaml.safe_load(f)   # a stream: YAML's messages name the file
-    except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    except UnicodeDecodeError as e: raise ParamsError(f"{path}: not UTF-8 text ({e})") from None
-    p = p if p is not None else {}
-    if not isinstance(p, dict): raise ParamsError(f"{path}: expected a mapping of sections, got a {type(p).__name__}")
-    missing = [s for s in need if s not in p]
-    if missing: raise KeyError(f"{path}: missing section(s) {missing}")
-    return check_params(p, path, train)
-
-def front_ends(p:dict)->tuple:
-    "`(AudioConfig, ImageConfig)` from the `audio` and `image` sections."
-    return AudioConfig(**p['audio']), ImageConfig(**p['image'])
-
-def data_config(p:dict, key:str, **kw)->DataConfig:
-    "The `DataConfig` of `data.<key>` (`train` or a task of `TASKS`): its folder is `data.root/<path>`."
-    spec = dict(p['data'][key])
-    root = Path(p['data']['root'])/spec.pop('path', '')
-    return DataConfig(root=str(root), **{**spec, **kw})
+EVAL_SETS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4 (`data.<set>`)
 
 def dataset(p:dict, key:str, **kw):
     "The data set of `data.<key>` with the configured front ends."
     a, i = front_ends(p)
     return build_dataset(data_config(p, key, **kw), a, i)
 
-# %% ../nbs/60_pipeline.ipynb #9cf27436
-def model_fields(method:str, model:dict)->dict:
-    "The entries of `model` that `method`'s config class has; an entry that no method's config has is an error (a typo)."
-    m, _ = _methods.resolve(method)
-    _methods.resolve('lvs')   # registers the baselines, so that every method's fields are known
-    known = {f.name for mm in _methods.METHODS.values() for f in fields(mm.config_cls)}
-    unknown = sorted(set(model or {}) - known)
-    if unknown: raise KeyError(f"params.yaml model: {unknown} is a field of no method's config (known: {sorted(known)})")
-    names = {f.name for f in fields(m.config_cls)}
-    return {k: v for k, v in (model or {}).items() if k in names}
-
-def train_config(
-    params:str|Path|dict='params.yaml',  # params file (or its parsed dict)
-    method:str='m2vsl',                  # method or preset name
-    run_dir:str='runs/m2vsl',            # run folder
-    overrides:list|tuple=(),             # ['batch_size=8', 'model.dim=64', ...] applied last
-):
-    "The `TrainConfig` of one pipeline training run."
-    from m2vsl.train import TrainConfig, parse_overrides, _merge
-    p = params if isinstance(params, dict) else load_params(params)
-    dcfg = data_config(p, 'train')
-    n_classes = len(build_dataset(dcfg, *front_ends(p)).class_names)
-    d = dict({k: v for k, v in p['train'].items() if k not in LAUNCH}, method=method, run_dir=run_dir, audio=dict(p['audio']), image=dict(p['image']),
-             model={**model_fields(method, p.get('model', {})), 'num_classes': n_classes},
-             data=asdict(dcfg))   # every field of data.train (list_file, metadata_dir, mask_dir, boxes_file, ...)
-    return TrainConfig.from_dict(_merge(d, parse_overrides([o for o in overrides if o])))
-
 def write_json(path:str|Path, obj)->Path:
     "Write JSON with `m2vsl.runtime.atomic_write` (whole or not at all, the mode `open(path, 'w')` gives), creating the folder."
     with atomic_write(path) as t: t.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + '\n')
     return Path(path)
 
-# %% ../nbs/60_pipeline.ipynb #b081b0c5
-import math, numbers
-
-class ParamsError(ValueError):
-    "A params file that cannot be used; the message names the file, the key and the value."
-
-# the least value of each numeric field: (bound, strict); fields not listed may take any value of their type
-LOWEST = {
-    'audio': dict(sample_rate=(0, True), seconds=(0, True), n_fft=(0, True), win_length=(0, True), hop_length=(0, True),
-                  log_eps=(0, True), scale=(0, True)),
-    'image': dict(size=(0, True), train_scale=(1, False), crop_area=(0, False), min_side=(0, True), max_pixels=(0, True)),
-    'train': dict(val_fraction=(0, False), val_seed=(0, False), epochs=(1, False), batch_size=(1, False), lr=(0, True),
-                  weight_decay=(0, False), warmup=(0, False), grad_clip=(0, False), seed=(0, False), num_workers=(0, False),
-                  ckpt_every=(0, False)),
-}
-
-def _typed(v, kind:str, where:str):
-    "`v` as a value of a field annotated `kind` ('int', 'float', 'bool', 'tuple'); `ParamsError` naming `where` otherwise."
-    if kind == 'bool':
-        if not isinstance(v, bool): raise ParamsError(f"{where}: {v!r} is not true or false")
-        return v
-    if kind == 'tuple':
-        if not isinstance(v, (list, tuple)): raise ParamsError(f"{where}: {v!r} is not a list")
-        return tuple(_typed(x, 'float', f"{where}[{i}]") for i, x in enumerate(v))
-    if kind == 'float' and isinstance(v, str):
-        try: v = float(v)                 # YAML 1.1 reads 1e-4 (no dot) as a string
-        except ValueError: pass
-    expected = 'an integer' if kind == 'int' else 'a number'
-    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise ParamsError(f"{where}: {v!r} is not a number (expected {expected})")
-    if not math.isfinite(v): raise ParamsError(f"{where}: {v!r} is not a finite number")
-    if kind == 'int':
-        if v != int(v): raise ParamsError(f"{where}: {v!r} is not an integer")
-        return int(v)
-    return float(v)
-
-def _check_section(d, cls, name:str, where:str)->dict:
-    "The values of section `name` (feeding `cls`) typed and bounded; `where` is the file, for the messages."
-    if d is None: d = {}
-    if not isinstance(d, dict): raise ParamsError(f"{where}: {name}: expected a mapping of {cls.__name__} fields, got {d!r}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown: raise ParamsError(f"{where}: {name}: {unknown} not field(s) of {cls.__name__} (known: {sorted(known)})")
-    out, low = dict(d), LOWEST.get(name.split('.')[-1], {})
-    for k, v in d.items():
-        kind, key = str(known[k].type), f"{where}: {name}.{k}"
-        if kind in ('int', 'float', 'bool', 'tuple'): out[k] = _typed(v, kind, key)
-        if k in low:
-            b, strict = low[k]
-            if out[k] < b or (strict and out[k] == b): raise ParamsError(f"{key}: {v!r} must be {'>' if strict else '≥'} {b}")
-    return out
-
-def check_params(
-    p:dict,                  # a parsed params file
-    path:str|Path='params',  # its name, for the messages
-    train:str='train',       # the section of `TrainConfig` options
-)->dict:                     # `p` with its `audio`, `image` and `train` sections typed
-    "Check the `audio`, `image` and `train` sections against their configs' field types and least values."
-    from m2vsl.train import TrainConfig
-    p = dict(p)
-    for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):
-        if name in p: p[name] = _check_section(p[name], cls, name, path)
-    if train in p:
-        launch = {k: p[train][k] for k in LAUNCH if isinstance(p[train], dict) and k in p[train]}
-        s = p[train] = _check_section({k: v for k, v in p[train].items() if k not in launch} if launch else p[train],
-                                      TrainConfig, train, path)
-        for name, cls in (('audio', AudioConfig), ('image', ImageConfig)):   # a TrainConfig's own front ends
-            if isinstance(s.get(name), dict): s[name] = _check_section(s[name], cls, f"{train}.{name}", path)
-        if 'val_fraction' in s and s['val_fraction'] >= 1: raise ParamsError(f"{path}: {train}.val_fraction: {s['val_fraction']!r} must be < 1")
-        try: TrainConfig.from_dict({k: v for k, v in s.items() if k not in ('audio', 'image')})   # choices (amp, optimizer, ...), method
-        except (ValueError, KeyError, TypeError) as e: raise ParamsError(f"{path}: {train}: {e}") from None
-        for k, v in launch.items():   # train.nproc_per_node: a whole number ≥ 1
-            s[k] = _typed(v, 'int', f"{path}: {train}.{k}")
-            if s[k] < 1: raise ParamsError(f"{path}: {train}.{k}: {v!r} must be ≥ 1")
-    a = p.get('audio') or {}
-    if a.get('win_length', 0) > a.get('n_fft', AudioConfig.n_fft):
-        raise ParamsError(f"{path}: audio.win_length: {a['win_length']!r} must be ≤ audio.n_fft ({a.get('n_fft', AudioConfig.n_fft)})")
-    return p
-
 # %% ../nbs/60_pipeline.ipynb #a2b3c4d5
-def launch_options(
-    p:dict,                 # parsed params (`load_params`)
-    train:str='train',      # the section
-)->dict:                    # {'nproc_per_node': …}, defaults filled in
-    "How the train stage starts its training (`LAUNCH` keys of the `train:` section)."
-    return {k: (p.get(train) or {}).get(k, v) for k, v in LAUNCH.items()}
-
 def train_launched(
     cfg,                     # the run's `TrainConfig`
     nproc_per_node:int,      # processes on this machine (one per GPU; gloo processes on a CPU)
@@ -227,7 +84,7 @@ def export_encoders(
 )->Path:
     "Write the trunks of a checkpoint's encoders as torchvision ResNet18 weights (`m2vsl.model.encoder_weights`)."
     from safetensors.torch import save_file
-    from m2vsl.evaluate import model_from_checkpoint
+    from m2vsl.checkpoint import model_from_checkpoint
     from m2vsl.model import encoder_weights
     model, _, _ = model_from_checkpoint(checkpoint)
     w = {k: v for k, v in encoder_weights(model).items() if audio or not k.startswith('audio.')}

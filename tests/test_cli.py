@@ -10,7 +10,8 @@ from PIL import Image
 
 import m2vsl.methods as methods
 from m2vsl.cli import main
-from m2vsl.train import TrainConfig, save_checkpoint, load_checkpoint
+from m2vsl.config import TrainConfig
+from m2vsl.checkpoint import save_checkpoint, load_checkpoint
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_missing_sidecar_message_names_a_way_that_exists(tmp_path, pair, capsys)
     from m2vsl.cli import _parser
     known = {s for a in _parser()._subparsers._group_actions[0].choices['localize']._actions for s in a.option_strings}
     assert opts <= known, (opts - known, err)
-    if 'verify=False' in err: assert 'm2vsl.train.load_checkpoint(' in err, err
+    if 'verify=False' in err: assert 'm2vsl.checkpoint.load_checkpoint(' in err, err
     # the shell command it gives makes the file loadable (sha256sum's "<digest>  <name>" line)
     (tmp_path/'nosum.pt.sha256').write_text(f"{hashlib.sha256(ck.read_bytes()).hexdigest()}  nosum.pt\n")
     assert 'model' in load_checkpoint(ck)

@@ -93,7 +93,7 @@ def test_list_methods_and_create_model():
 
 def tiny_weights(path, method='m2vsl', **model):
     "A weights folder of a freshly built tiny model (32 px, 8 kHz audio)."
-    from m2vsl.train import TrainConfig
+    from m2vsl.config import TrainConfig
     from m2vsl.inference import save_pretrained
     cfg = TrainConfig(method=method, model=model, image=dict(size=32),
                       audio=dict(sample_rate=8000, n_fft=128, win_length=128, hop_length=240))

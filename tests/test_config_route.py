@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from m2vsl.pipeline import train_config
-from m2vsl.train import TrainConfig, load_config, train
+from m2vsl.config import TrainConfig, load_config
+from m2vsl.train import train
 from m2vsl.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ from PIL import Image
 
 import m2vsl.methods as methods
 from m2vsl.inference import save_pretrained, from_pretrained, overlay
-from m2vsl.train import resolve_amp
+from m2vsl.runtime import resolve_amp
 from m2vsl.synth import make_clip, make_classes
-from m2vsl.train import TrainConfig
+from m2vsl.config import TrainConfig
 
 REPO = Path(__file__).parent.parent
 FPS, SECONDS, SIDE, SR = 10, 2.0, 96, 16000

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest, torch, yaml
 
-from m2vsl.pipeline import load_params, launch_options, train_launched, ParamsError
-from m2vsl.train import TrainConfig, train, load_config
+from m2vsl.config import load_params, launch_options, ParamsError, TrainConfig, load_config
+from m2vsl.pipeline import train_launched
+from m2vsl.train import train
 from test_train import TINY, HERE, REPO, toy_factory
 
 

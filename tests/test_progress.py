@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest, yaml
 
-from m2vsl.train import TrainConfig, train, epoch_line
+from m2vsl.config import TrainConfig
+from m2vsl.train import train, epoch_line
 from test_train import ToyAV, TINY, REPO, HERE
 
 LINE = re.compile(r'^epoch (\d+)/(\d+) train_loss=(\S+) val_loss=(\S+) samples/s=([0-9.]+) eta=(\d+):(\d\d):(\d\d) ')

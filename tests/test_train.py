@@ -10,29 +10,19 @@ from torch.utils.data import Dataset, default_collate
 
 import m2vsl.methods as methods
 import m2vsl.train as T
-from m2vsl.train import (TrainConfig, load_config, train, forward_loss, make_gather, set_train_mode, seed_all,
-                         save_checkpoint, load_checkpoint, find_checkpoint, CheckpointError, resolve_amp)
-from m2vsl.evaluate import evaluate, model_from_checkpoint, untrained, CentrePrior, compare
+import m2vsl.checkpoint as C
+from m2vsl.config import TrainConfig, load_config
+from m2vsl.train import train, forward_loss, set_train_mode
+from m2vsl.runtime import make_gather, seed_all, resolve_amp
+from m2vsl.checkpoint import save_checkpoint, load_checkpoint, find_checkpoint, CheckpointError, model_from_checkpoint
+from m2vsl.evaluate import evaluate, untrained, CentrePrior, compare
+from m2vsl.toy import ToyAV
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
 TINY = dict(dim=32, num_classes=3, mmt_heads=4)
 # D = 256 makes stage 1 (64 channels) a `ProjectedFeatures` (the multi-scale fast path) in the DDP test
 DDP_MODEL = dict(TINY, dim=256, mmt_dim=32)
-
-
-class ToyAV(Dataset):
-    "Sample-contract clips: a coloured square (class = colour) at a random place; a spectrogram band per class."
-    def __init__(self, n=24, size=32, C=3, seed=0, audio=(33, 16)): self.n, self.S, self.C, self.seed, self.A = n, size, C, seed, audio
-    def __len__(self): return self.n
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed*100003 + i); S, c = self.S, i % self.C
-        img = torch.randn(3, S, S, generator=g)*0.3; gt = torch.zeros(1, S, S)
-        y, x = (int(v) for v in torch.randint(0, S - S//4, (2,), generator=g))
-        img[c, y:y+S//4, x:x+S//4] += 2; gt[0, y:y+S//4, x:x+S//4] = 1
-        aud = torch.randn(1, *self.A, generator=g)*0.3; aud[0, 4 + c*8:8 + c*8] += 2
-        return {'id': f"toy{i:04d}", 'image': img, 'audio': aud, 'labels': F.one_hot(torch.tensor(c), self.C).float(),
-                'classes': torch.tensor([c]), 'gt': gt, 'has_gt': True}
 
 
 def toy_factory(cfg):
@@ -197,15 +187,15 @@ def test_truncated_or_half_written_checkpoint_is_never_valid(tmp_path, monkeypat
     monkeypatch.setattr(T.os, 'replace', real_replace)
     assert torch.equal(load_checkpoint(ck/'last.pt')['model']['w'], torch.zeros(4))
     # a crash after the rename but before the sidecar is rewritten: the new checkpoint is valid
-    real_write = T._write_atomic
+    real_write = C.atomic_write
     calls = []
-    def crash_last_sidecar(path, data):
+    def crash_last_sidecar(path, *a, **k):
         calls.append(path)
         if len(calls) == 3: raise KeyboardInterrupt('killed before the final sidecar')
-        return real_write(path, data)
-    monkeypatch.setattr(T, '_write_atomic', crash_last_sidecar)
+        return real_write(path, *a, **k)
+    monkeypatch.setattr(C, 'atomic_write', crash_last_sidecar)
     with pytest.raises(KeyboardInterrupt): save_checkpoint(new, ck/'last.pt')
-    monkeypatch.setattr(T, '_write_atomic', real_write)
+    monkeypatch.setattr(C, 'atomic_write', real_write)
     assert torch.equal(load_checkpoint(ck/'last.pt')['model']['w'], torch.ones(4))
     # a checkpoint truncated at its path (e.g. a copy cut short) is refused, and resume falls back to a valid one
     save_checkpoint(old, ck/'best.pt')
@@ -369,11 +359,11 @@ def test_resume_fallback_is_announced(tmp_path, caplog):
     save_checkpoint({'model': {'w': torch.zeros(4)}, 'config': {}, 'step': 1}, ck/'best.pt')
     save_checkpoint({'model': {'w': torch.ones(4)}, 'config': {}, 'step': 2}, ck/'last.pt')
     data = (ck/'last.pt').read_bytes(); (ck/'last.pt').write_bytes(data[:len(data)//2])
-    with caplog.at_level(logging.WARNING, 'm2vsl.train'): found = find_checkpoint(tmp_path/'run')
+    with caplog.at_level(logging.WARNING, 'm2vsl.checkpoint'): found = find_checkpoint(tmp_path/'run')
     assert found['step'] == 1
     assert 'falling back to' in caplog.text and 'best.pt' in caplog.text and 'last.pt' in caplog.text, caplog.text
     caplog.clear(); (ck/'best.pt').write_bytes(b'junk')
-    with caplog.at_level(logging.WARNING, 'm2vsl.train'): assert find_checkpoint(tmp_path/'run') is None
+    with caplog.at_level(logging.WARNING, 'm2vsl.checkpoint'): assert find_checkpoint(tmp_path/'run') is None
     assert 'starting from scratch' in caplog.text, caplog.text
 
 
@@ -383,7 +373,7 @@ def test_stale_temporaries_removed_on_start(tmp_path, caplog):
     for p in stale: p.write_bytes(b'x'*1000)
     (run/'.keep.me').write_text('not ours')
     cfg = TrainConfig(model=dict(TINY), batch_size=6, epochs=1, val_fraction=0, run_dir=str(run), progress=False, dvclive=False)
-    with caplog.at_level(logging.INFO, 'm2vsl.train'): train(cfg, ToyAV(6))
+    with caplog.at_level(logging.INFO, 'm2vsl.checkpoint'): train(cfg, ToyAV(6))
     assert not [p for p in stale if p.exists()] and not list(run.rglob('*.tmp*'))
     assert (run/'.keep.me').exists() and 'stale temporary' in caplog.text
 
