@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, default_collate
 
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio, to_mono
 from .vision import ImageConfig, ImageTransform, ImageError, read_image, read_mask
-from .metrics import corrupt_boxes
+from .gt import corrupt_boxes, gt_from_boxes
 
 # %% auto #0
 __all__ = ['log', 'LAYOUTS', 'REFERENCE_LISTS', 'DataError', 'class_key', 'read_text', 'read_rows', 'read_ids', 'corrupt_box',
@@ -64,7 +64,7 @@ def corrupt_box(b)->bool:
     "Whether a normalised x1y1x2y2 box is not 4 numbers, or has a non-finite coordinate or one outside [0, 1]."
     try: b = np.asarray(b, dtype=np.float64)
     except (TypeError, ValueError): return True
-    return b.shape != (4,) or bool(corrupt_boxes(b)[0])   # the metrics module's definition
+    return b.shape != (4,) or bool(corrupt_boxes(b)[0])   # `m2vsl.gt`'s definition
 
 def _unusable_box(b)->str|None:
     "Why a box cannot be drawn even clipped (not 4 numbers, or a non-finite coordinate), else None."
@@ -106,8 +106,7 @@ def boxes_to_gt(
     boxes:np.ndarray,   # (n, 4) normalised x1y1x2y2 boxes on the full frame
     size:int,           # S: the map is S×S (the frame is squash-resized to S×S)
 )->torch.Tensor:        # float32 (S, S), 1 inside any box
-    "Union-of-boxes ground-truth map (EZ-VSL: clip to [0, 1], ×S, truncate); built by `m2vsl.metrics.gt_from_boxes`."
-    from m2vsl.metrics import gt_from_boxes   # the one GT-map builder (imported lazily)
+    "Union-of-boxes ground-truth map (EZ-VSL: clip to [0, 1], ×S, truncate); built by `m2vsl.gt.gt_from_boxes`."
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return torch.as_tensor(np.asarray(gt_from_boxes(boxes, (size, size))), dtype=torch.float32)
 

@@ -12,22 +12,16 @@ import torch
 
 _log = logging.getLogger(__name__)
 
+from .gt import (_to_numpy, corrupt_boxes, sanitize_boxes, box_count_map, gt_from_boxes,  # noqa: F401,E402
+                      vggss_box_report, flickr_gt, avsbench_gt)   # the ground-truth maps (`m2vsl.gt`), used and re-exported here
+
 # %% auto #0
-__all__ = ['AUC_THRESHOLDS', 'AVS_THRESHOLDS', 'corrupt_boxes', 'sanitize_boxes', 'box_count_map', 'gt_from_boxes',
-           'vggss_box_report', 'flickr_gt', 'avsbench_gt', 'minmax_normalize', 'median_binarize', 'ciou', 'iou_at',
-           'success_auc', 'slavc_precision_recall', 'slavc_ap', 'slavc_max_f1', 'ap_from_hist', 'score_bins',
-           'pixel_ap', 'SingleSourceEvaluator', 'avgn_piap', 'MultiSourceEvaluator', 'avs_iou', 'avs_f_curves',
+__all__ = ['AUC_THRESHOLDS', 'AVS_THRESHOLDS', 'minmax_normalize', 'median_binarize', 'ciou', 'iou_at', 'success_auc',
+           'slavc_precision_recall', 'slavc_ap', 'slavc_max_f1', 'ap_from_hist', 'score_bins', 'pixel_ap',
+           'SingleSourceEvaluator', 'avgn_piap', 'MultiSourceEvaluator', 'avs_iou', 'avs_f_curves',
            'SegmentationEvaluator']
 
 # %% ../nbs/30_metrics.ipynb #91275270
-def _to_numpy(x, name:str='array')->np.ndarray:
-    "numpy array, torch tensor (any device, any float dtype) or nested list → numpy array."
-    if isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64): x = x.float()
-        x = x.cpu().numpy()
-    return np.asarray(x)
-
 def _as_float(x, name:str='maps')->np.ndarray:
     "Keep float32/float64 as they are (the reference code's precision follows the input); promote the rest to float64."
     x = _to_numpy(x, name)
@@ -55,108 +49,6 @@ def _check_gt(gt:np.ndarray, maps_shape, name:str='gt'):
     if gt.shape != tuple(maps_shape): raise ValueError(f"{name}: shape {gt.shape} does not match the maps' {tuple(maps_shape)}")
     if not np.isfinite(gt).all() or gt.min(initial=0) < 0 or gt.max(initial=0) > 1:
         raise ValueError(f"{name}: ground-truth values must be finite and in [0, 1]")
-
-# %% ../nbs/30_metrics.ipynb #44b0407c
-def corrupt_boxes(boxes)->np.ndarray:
-    "`(N,)` bool: which normalised x1y1x2y2 boxes have a non-finite coordinate or one outside [0, 1]."
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    v = np.where(np.isfinite(b), b, 0)
-    return ~np.isfinite(b).all(1) | (v < 0).any(1) | (v > 1).any(1)
-
-def sanitize_boxes(
-    boxes,                    # (N,4) normalised x1y1x2y2 boxes (list or array; [] for none)
-    drop_corrupt:bool=False,  # drop boxes with a coordinate outside [0,1] or non-finite
-)->tuple[np.ndarray,int]:     # (kept boxes (M,4) float64, number of corrupt boxes found)
-    "Validate normalised boxes; count (and optionally drop) the corrupt ones."
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    finite, corrupt = np.isfinite(b).all(1), corrupt_boxes(b)
-    if drop_corrupt: return b[~corrupt], int(corrupt.sum())
-    if not finite.all():
-        raise ValueError(f"box {int(np.flatnonzero(~finite)[0])} has a non-finite coordinate {b[~finite][0].tolist()}; "
-                         f"pass drop_corrupt=True to drop and count it")
-    return b, int(corrupt.sum())
-
-def box_count_map(
-    boxes_px,          # (N,4) integer pixel boxes x1y1x2y2, exclusive ends, non-negative
-    size=(224,224),    # (H, W) of the map
-)->np.ndarray:         # (H,W) float64: number of boxes covering each pixel
-    "How many boxes cover each pixel (vectorised outer product of row and column masks)."
-    H, W = size
-    b = np.asarray(boxes_px, dtype=np.int64).reshape(-1, 4)
-    if (b < 0).any(): raise ValueError(f"pixel boxes must be non-negative, got {b[(b < 0).any(1)][0].tolist()}")
-    rows = (np.arange(H)[None] >= b[:, 1:2]) & (np.arange(H)[None] < b[:, 3:4])   # (N,H)
-    cols = (np.arange(W)[None] >= b[:, 0:1]) & (np.arange(W)[None] < b[:, 2:3])   # (N,W)
-    return rows.T.astype(np.float64) @ cols.astype(np.float64)
-
-def gt_from_boxes(
-    boxes,                    # (N,4) normalised x1y1x2y2 boxes on the full frame
-    size=(224,224),           # (H, W) of the GT map
-    drop_corrupt:bool=False,  # False: EZ-VSL's clip; True: drop corrupt boxes (logged)
-)->np.ndarray:                # (H,W) float32 union map in {0, 1}
-    "VGG-SS ground truth: the union of `boxes` (EZ-VSL's `bbox2gtmap(format='vggss')`)."
-    H, W = size
-    b, n_bad = sanitize_boxes(boxes, drop_corrupt)
-    if drop_corrupt and n_bad: _log.warning("gt_from_boxes: dropped %d corrupt box(es)", n_bad)
-    px = (np.clip(b, 0, 1)*np.array([W, H, W, H], dtype=np.float64)).astype(np.int64)
-    return (box_count_map(px, size) > 0).astype(np.float32)
-
-# %% ../nbs/30_metrics.ipynb #c80d9529
-def vggss_box_report(
-    entries:Sequence[dict],   # parsed vggss.json: [{"file": id, "class": name, "bbox": [[x1,y1,x2,y2], ...]}, ...]
-    drop_corrupt:bool=False,  # also return the entries with their corrupt boxes removed
-    size=(224,224),           # map size used to call a box degenerate (empty after scaling)
-)->tuple[list,dict]:          # (entries, report)
-    "Count corrupt and degenerate boxes of a vggss.json-style list; optionally drop the corrupt ones."
-    H, W = size
-    out, corrupt, n_boxes, n_degenerate, emptied = [], [], 0, 0, []
-    for e in entries:
-        b = np.asarray(e.get('bbox', []), dtype=np.float64).reshape(-1, 4)
-        n_boxes += len(b)
-        fin = np.where(np.isfinite(b), b, 0)
-        bad = ~np.isfinite(b).all(1) | (fin < 0).any(1) | (fin > 1).any(1)
-        corrupt += [(e.get('file'), int(i), b[i].tolist()) for i in np.flatnonzero(bad)]
-        px = (np.clip(fin, 0, 1)*np.array([W, H, W, H])).astype(np.int64)
-        n_degenerate += int(((px[:, 2] <= px[:, 0]) | (px[:, 3] <= px[:, 1])).sum())
-        if drop_corrupt:
-            kept = b[~bad]
-            if len(b) and not len(kept): emptied.append(e.get('file'))
-            e = {**e, 'bbox': kept.tolist()}
-        out.append(e)
-    report = dict(n_entries=len(entries), n_boxes=n_boxes, n_corrupt=len(corrupt), corrupt=corrupt,
-                  n_degenerate=n_degenerate, files_without_boxes=emptied)
-    if drop_corrupt and corrupt: _log.warning("vggss: dropped %d corrupt boxes (%d entries left without a box)", len(corrupt), len(emptied))
-    return out, report
-
-# %% ../nbs/30_metrics.ipynb #b7794f07
-def flickr_gt(
-    boxes_256,        # (N,4) integer x1y1x2y2 boxes of the annotators on the 256×256 grid
-    size=(224,224),   # (H, W) of the GT map
-    grid:int=256,     # the annotation grid
-)->np.ndarray:        # (H,W) float32 in {0, 0.5, 1}
-    "Flickr-SoundNet consensus map (EZ-VSL's `bbox2gtmap(format='flickr')`)."
-    H, W = size
-    b = np.asarray(boxes_256, dtype=np.int64).reshape(-1, 4)
-    if (b < 0).any(): raise ValueError(f"flickr boxes must be non-negative, got {b[(b < 0).any(1)][0].tolist()}")
-    px = (b*np.array([W, H, W, H])/grid).astype(np.int64)   # int(224*v/256)
-    return np.minimum(box_count_map(px, size)/2, 1).astype(np.float32)
-
-# %% ../nbs/30_metrics.ipynb #6bd6c060
-def avsbench_gt(
-    mask,           # (H,W) or (N,H,W) mask: bool, 0/1, 0/255 integers, or 0./1. floats
-    size=None,      # optional (H, W) to resize to (nearest neighbour)
-)->np.ndarray:      # float32 {0, 1}, same leading dims
-    "A binary AVSBench / VGG-Instruments mask as a float32 {0,1} map."
-    m = _to_numpy(mask)
-    if m.dtype == bool: m = m.astype(np.float32)
-    else:
-        vals = np.unique(m)
-        if np.isin(vals, [0, 1]).all(): m = m.astype(np.float32)
-        elif np.issubdtype(m.dtype, np.integer) and np.isin(vals, [0, 255]).all(): m = (m == 255).astype(np.float32)
-        else: raise ValueError(f"mask values {vals[:6].tolist()} are not binary (expected 0/1 or 0/255)")
-    if size is not None and tuple(m.shape[-2:]) != tuple(size):
-        t = torch.from_numpy(m).reshape(-1, 1, *m.shape[-2:])
-        m = torch.nn.functional.interpolate(t, size=tuple(size), mode='nearest').reshape(*m.shape[:-2], *size).numpy()
-    return m
 
 # %% ../nbs/30_metrics.ipynb #a5af29b9
 def minmax_normalize(
