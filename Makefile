@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce pipeline-tiny bench readme clean-nbs export
+.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce pipeline-tiny bench readme docs clean-nbs export
 
 ## setup: create .venv from the one pinned lock file (quick no-op when nothing changed)
 setup: $(STAMP)
@@ -69,6 +69,13 @@ bench: setup
 	python bench/bench_metrics.py --out $(BENCH_OUT)/metrics.json
 	python bench/report.py
 
-## readme: README.md from nbs/index.ipynb
+## docs: the explorer and every library notebook, executed and rendered as HTML in docs/_site/ (offline, nbconvert;
+##       git-ignored, as is docs/_build/ with the executed notebooks); DOCS_ONLY="01_audio 72_explorer" builds some
+DOCS_ONLY ?=
+docs: setup
+	python docs/build.py $(if $(DOCS_ONLY),--only $(DOCS_ONLY))
+
+## readme: README.md from nbs/index.ipynb, executed on the pipeline's reports (the dvc.yaml readme stage's commands)
 readme: setup
-	jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
+	papermill --no-progress-bar --cwd . -k python3 --language python nbs/index.ipynb reports/index.ipynb
+	jupyter nbconvert --log-level WARN --to markdown --no-input reports/index.ipynb --output-dir . --output README
