@@ -21,7 +21,7 @@ from .runtime import plain, plain_fields
 __all__ = ['BaselineConfig', 'Attention10kConfig', 'Attention10k', 'attention10k_attention', 'attention10k_scores', 'infonce',
            'attention10k_loss', 'attention10k_map', 'OTSConfig', 'OTS', 'ots_map', 'ots_loss', 'LVSConfig', 'LVS',
            'lvs_loss', 'lvs_map', 'CAMConfig', 'CAM', 'cam_loss', 'cam_ranking', 'cam_source_maps', 'cam_map',
-           'same_map_per_source', 'ObjectPrior', 'ogl_mix', 'OGL', 'with_ogl']
+           'Attention10kMethod', 'OTSMethod', 'LVSMethod', 'CAMMethod', 'ObjectPrior', 'ogl_mix', 'OGL', 'with_ogl']
 
 # %% ../nbs/50_baselines.ipynb #579c4f59
 @dataclass
@@ -262,24 +262,32 @@ def cam_map(out:dict, size, cfg:CAMConfig, classes=None)->torch.Tensor:
     return cam_source_maps(out, size, cfg, c[:, None])[:, 0]
 
 # %% ../nbs/50_baselines.ipynb #99e04685
-def same_map_per_source(single_map:Callable)->Callable:
-    "`source_maps` of a class-agnostic method: its single map repeated for each of the K sources."
-    def source_maps(out:dict, size, cfg, classes)->torch.Tensor:
-        m = single_map(out, size, cfg)
-        K = torch.as_tensor(classes).reshape(m.shape[0], -1).shape[1]
-        return m[:, None].repeat(1, K, 1, 1)
-    return source_maps
+class Attention10kMethod(Method):
+    name, config_cls, model_cls = 'attention10k', Attention10kConfig, Attention10k
+    doc = 'Attention10k (Senocak et al. 2018): audio-guided softmax attention, InfoNCE (unsupervised)'
+    def loss(self, out, batch, cfg, gather=None): return attention10k_loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None): return attention10k_map(out, size, cfg, classes)
 
-# %% ../nbs/50_baselines.ipynb #969c9365
-register(Method('attention10k', Attention10kConfig, Attention10k, attention10k_loss, attention10k_map,
-                same_map_per_source(attention10k_map),
-                doc='Attention10k (Senocak et al. 2018): audio-guided softmax attention, InfoNCE (unsupervised)'))
-register(Method('ots', OTSConfig, OTS, ots_loss, ots_map, same_map_per_source(ots_map),
-                doc='OTS / AVOL-Net (Arandjelović & Zisserman 2018): max-pooled correspondence BCE'))
-register(Method('lvs', LVSConfig, LVS, lvs_loss, lvs_map, same_map_per_source(lvs_map),
-                doc='LVS (Chen et al. 2021): trimap contrastive loss with hard negatives'))
-register(Method('cam', CAMConfig, CAM, cam_loss, cam_map, cam_source_maps,
-                doc='CAM (Zhou et al. 2016): class activation map of a weakly supervised visual classifier'))
+class OTSMethod(Method):
+    name, config_cls, model_cls = 'ots', OTSConfig, OTS
+    doc = 'OTS / AVOL-Net (Arandjelović & Zisserman 2018): max-pooled correspondence BCE'
+    def loss(self, out, batch, cfg, gather=None): return ots_loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None): return ots_map(out, size, cfg, classes)
+
+class LVSMethod(Method):
+    name, config_cls, model_cls = 'lvs', LVSConfig, LVS
+    doc = 'LVS (Chen et al. 2021): trimap contrastive loss with hard negatives'
+    def loss(self, out, batch, cfg, gather=None): return lvs_loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None): return lvs_map(out, size, cfg, classes)
+
+class CAMMethod(Method):
+    name, config_cls, model_cls = 'cam', CAMConfig, CAM
+    doc = 'CAM (Zhou et al. 2016): class activation map of a weakly supervised visual classifier'
+    def loss(self, out, batch, cfg, gather=None): return cam_loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None): return cam_map(out, size, cfg, classes)
+    def source_maps(self, out, size, cfg, classes): return cam_source_maps(out, size, cfg, classes)
+
+for _M in (Attention10kMethod, OTSMethod, LVSMethod, CAMMethod): register(_M())
 
 # %% ../nbs/50_baselines.ipynb #c84f5f89
 class ObjectPrior(nn.Module):

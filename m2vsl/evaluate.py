@@ -70,7 +70,7 @@ def predict_maps(
     maps = method.source_maps(out, size, cfg, batch['classes']).float()
     A = None
     C = getattr(cfg, 'num_classes', 0)
-    if all_class_maps and C and 'cls_logits' in out:
+    if all_class_maps and C and method.class_logits(out) is not None:
         A = method.source_maps(out, size, cfg, torch.arange(C, device=maps.device).expand(len(maps), C)).float()
     return maps, A
 

@@ -17,7 +17,7 @@ import m2vsl.methods as _methods
 from .runtime import atomic_write, autocast, resolve_amp, plain
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
-from .model import minmax, upsample, upsampling, fuse as _fuse, class_maps as _class_maps, av_map as _av_map
+from .model import minmax, upsample, upsampling, fuse as _fuse
 from .config import TrainConfig
 from .checkpoint import model_from_checkpoint
 from .data import _classes_file
@@ -178,12 +178,11 @@ class Localizer:
         S, cfg = tuple(x.shape[-2:]), getattr(self.model, 'cfg', None)
         how = upsampling(cfg)                                                # the model's upsampling convention
         fused = self.method.single_map(out, S, cfg).float()
-        scales = {}
-        if isinstance(out.get('v'), dict) and out['v'] and 'a' in out:
-            cos = {s: _av_map({'v': {s: v}, 'a': out['a']}, S, **how) for s, v in out['v'].items()}   # the model's own map rule
-            scales['mmc'] = minmax(_av_map(out, S, **how))
-            scales.update({int(s): minmax(c) for s, c in cos.items()})
-        probs = torch.sigmoid(out['cls_logits'].float()) if 'cls_logits' in out else None
+        scales = self.method.scale_maps(out, S, cfg)                         # each scale's map (M2VSL's MMC stages)
+        logits = self.method.class_logits(out)
+        probs = torch.sigmoid(logits.float()) if logits is not None else None
+        top = torch.stack([q.cpu().argsort(descending=True)[:top_k] for q in probs]) if probs is not None else None
+        cms = self.method.class_maps(out, S, cfg, top.to(self.device)) if (top is not None and class_maps) else None
         res = []
         for i, im in enumerate(images):
             hw = tuple(sizes[i]) if sizes is not None else (im.size[1], im.size[0])
@@ -191,11 +190,9 @@ class Localizer:
             if probs is not None:
                 p = probs[i].cpu()
                 loc.scores = p.numpy()
-                idx = p.argsort(descending=True)[:top_k].tolist()
+                idx = top[i].tolist()
                 loc.top = [{'index': j, 'name': self.class_names[j], 'score': round(float(p[j]), 4)} for j in idx]
-                if class_maps and 'class_maps' in out:
-                    cm = minmax(_class_maps({'class_maps': out['class_maps'][i:i+1, idx]}, S, **how)[0])
-                    loc.class_maps = dict(zip(idx, _resize(cm, hw, **how)))
+                if cms is not None: loc.class_maps = dict(zip(idx, _resize(minmax(cms[i]), hw, **how)))
             res.append(loc)
         return res
 

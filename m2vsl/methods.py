@@ -6,19 +6,36 @@
 from __future__ import annotations
 import torch
 from .registry import Method, METHODS, register, resolve, available, build, for_weights
-from .model import M2VSL, ModelConfig, VARIANTS, variant, localization_map, source_maps, upsampling
+from .model import (M2VSL, ModelConfig, VARIANTS, variant, localization_map, source_maps, upsampling, minmax, av_map,
+                         class_maps)
 from .losses import model_loss
 
 # %% auto #0
-__all__ = []
+__all__ = ['M2VSLMethod']
 
 # %% ../nbs/12_methods.ipynb #64c626d5
-register(Method(
-    name='m2vsl_model', config_cls=ModelConfig, model_cls=M2VSL,
-    loss=lambda out, batch, cfg, gather=None: model_loss(out, batch, cfg, gather),
-    single_map=lambda out, size, cfg, classes=None: localization_map(out, size, classes, cfg.map_mmt_weight, **upsampling(cfg)),
-    source_maps=lambda out, size, cfg, classes: source_maps(out, size, classes, cfg.source_mmt_weight, **upsampling(cfg)),
-    presets=VARIANTS, doc='M2VSL and its ablations (MMC / MMT switches) and EZ-VSL'))
+class M2VSLMethod(Method):
+    "M2VSL (and its presets): the MMC loss and class loss; maps from `m2vsl.model`'s map rules."
+    name, config_cls, model_cls, presets = 'm2vsl_model', ModelConfig, M2VSL, VARIANTS
+    doc = 'M2VSL and its ablations (MMC / MMT switches) and EZ-VSL'
+    def loss(self, out, batch, cfg, gather=None): return model_loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None):
+        return localization_map(out, size, classes, cfg.map_mmt_weight, **upsampling(cfg))
+    def source_maps(self, out, size, cfg, classes):
+        return source_maps(out, size, classes, cfg.source_mmt_weight, **upsampling(cfg))
+    def class_logits(self, out): return out.get('cls_logits')
+    def scale_maps(self, out, size, cfg)->dict:
+        "'mmc': the MMC map (all contrastive stages), and each stage's own audio-visual map, each min-max normalised."
+        if not out['v']: return {}
+        how = upsampling(cfg)
+        return {'mmc': minmax(av_map(out, size, **how)),
+                **{int(s): minmax(av_map({'v': {s: v}, 'a': out['a']}, size, **how)) for s, v in out['v'].items()}}
+    def class_maps(self, out, size, cfg, classes):
+        if 'class_maps' not in out: return None
+        cm = out['class_maps'][torch.arange(len(classes), device=classes.device)[:, None], classes]
+        return class_maps({'class_maps': cm}, size, **upsampling(cfg))
+
+register(M2VSLMethod())
 
 # %% ../nbs/12_methods.ipynb #7166087d
 import m2vsl.baselines  # noqa: E402,F401  (registers attention10k, ots, lvs, cam)

@@ -12,17 +12,35 @@ import torch
 __all__ = ['METHODS', 'Method', 'register', 'resolve', 'available', 'build', 'for_weights']
 
 # %% ../nbs/09_registry.ipynb #a05b29a3
-@dataclass
 class Method:
-    "Everything the engine needs to train, evaluate and run one localization method."
-    name:str                  # registry key
-    config_cls:type           # dataclass with to_dict/from_dict
-    model_cls:type            # nn.Module taking the config
-    loss:Callable             # (out, batch, cfg, gather) -> (loss, parts)
-    single_map:Callable       # (out, size, cfg, classes=None) -> (B, H, W) in [0, 1]
-    source_maps:Callable      # (out, size, cfg, classes) -> (B, K, H, W)
-    presets:dict|None=None    # named config overrides (e.g. the Table 4 variants)
-    doc:str=''                # one line for tables and --help
+    "A localization method: its config and model classes, and its rules (loss, maps, class scores) as methods."
+    name:str = ''               # registry key
+    config_cls:type = None      # dataclass with to_dict/from_dict
+    model_cls:type = None       # nn.Module taking the config
+    presets:dict|None = None    # named config overrides (e.g. the Table 4 variants)
+    doc:str = ''                # one line for tables and --help
+
+    def loss(self, out:dict, batch:dict, cfg, gather:Callable|None=None)->tuple:
+        "(loss, {part: float}) of a batch."
+        raise NotImplementedError
+    def single_map(self, out:dict, size, cfg, classes=None)->torch.Tensor:
+        "(B, H, W) single-source map in [0, 1]."
+        raise NotImplementedError
+    def source_maps(self, out:dict, size, cfg, classes)->torch.Tensor:
+        "(B, K, H, W): a map per sounding source (`classes` (B, K)); by default the single map for each."
+        m = self.single_map(out, size, cfg)
+        K = torch.as_tensor(classes).reshape(m.shape[0], -1).shape[1]
+        return m[:, None].repeat(1, K, 1, 1)
+    def class_logits(self, out:dict)->torch.Tensor|None:
+        "(B, C) class logits of the clip, or None for a method without a classifier of the clip."
+        return None
+    def scale_maps(self, out:dict, size, cfg)->dict:
+        "{scale: (B, H, W) map in [0, 1]}: the maps of each scale, for display (none by default)."
+        return {}
+    def class_maps(self, out:dict, size, cfg, classes)->torch.Tensor|None:
+        "(B, k, H, W) class-aware maps of `classes` (B, k), upsampled, not normalised; None without them."
+        return None
+    def __repr__(self): return f"{type(self).__name__}({self.name!r})"
 
 METHODS:dict = {}
 
