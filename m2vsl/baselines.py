@@ -21,7 +21,7 @@ from .runtime import plain, plain_fields
 __all__ = ['BaselineConfig', 'Attention10kConfig', 'Attention10k', 'attention10k_attention', 'attention10k_scores', 'infonce',
            'attention10k_loss', 'attention10k_map', 'OTSConfig', 'OTS', 'ots_map', 'ots_loss', 'LVSConfig', 'LVS',
            'lvs_loss', 'lvs_map', 'CAMConfig', 'CAM', 'cam_loss', 'cam_ranking', 'cam_source_maps', 'cam_map',
-           'Attention10kMethod', 'OTSMethod', 'LVSMethod', 'CAMMethod', 'ObjectPrior', 'ogl_mix', 'OGL', 'with_ogl']
+           'BaselineMethod', 'CAMMethod', 'ObjectPrior', 'ogl_mix', 'OGL', 'with_ogl']
 
 # %% ../nbs/50_baselines.ipynb #579c4f59
 @dataclass
@@ -262,32 +262,25 @@ def cam_map(out:dict, size, cfg:CAMConfig, classes=None)->torch.Tensor:
     return cam_source_maps(out, size, cfg, c[:, None])[:, 0]
 
 # %% ../nbs/50_baselines.ipynb #99e04685
-class Attention10kMethod(Method):
-    name, config_cls, model_cls = 'attention10k', Attention10kConfig, Attention10k
-    doc = 'Attention10k (Senocak et al. 2018): audio-guided softmax attention, InfoNCE (unsupervised)'
-    def loss(self, out, batch, cfg, gather=None): return attention10k_loss(out, batch, cfg, gather)
-    def single_map(self, out, size, cfg, classes=None): return attention10k_map(out, size, cfg, classes)
+class BaselineMethod(Method):
+    "A baseline whose loss and single map are the functions above; multi-source: `Method.source_maps`' rule."
+    def __init__(self, name:str, config_cls:type, model_cls:type, loss, single_map, doc:str=''):
+        self.name, self.config_cls, self.model_cls, self.doc, self._loss, self._map = name, config_cls, model_cls, doc, loss, single_map
+    def loss(self, out, batch, cfg, gather=None): return self._loss(out, batch, cfg, gather)
+    def single_map(self, out, size, cfg, classes=None): return self._map(out, size, cfg, classes)
 
-class OTSMethod(Method):
-    name, config_cls, model_cls = 'ots', OTSConfig, OTS
-    doc = 'OTS / AVOL-Net (Arandjelović & Zisserman 2018): max-pooled correspondence BCE'
-    def loss(self, out, batch, cfg, gather=None): return ots_loss(out, batch, cfg, gather)
-    def single_map(self, out, size, cfg, classes=None): return ots_map(out, size, cfg, classes)
-
-class LVSMethod(Method):
-    name, config_cls, model_cls = 'lvs', LVSConfig, LVS
-    doc = 'LVS (Chen et al. 2021): trimap contrastive loss with hard negatives'
-    def loss(self, out, batch, cfg, gather=None): return lvs_loss(out, batch, cfg, gather)
-    def single_map(self, out, size, cfg, classes=None): return lvs_map(out, size, cfg, classes)
-
-class CAMMethod(Method):
-    name, config_cls, model_cls = 'cam', CAMConfig, CAM
-    doc = 'CAM (Zhou et al. 2016): class activation map of a weakly supervised visual classifier'
-    def loss(self, out, batch, cfg, gather=None): return cam_loss(out, batch, cfg, gather)
-    def single_map(self, out, size, cfg, classes=None): return cam_map(out, size, cfg, classes)
+class CAMMethod(BaselineMethod):
+    "CAM: each source gets the class activation map of its class."
     def source_maps(self, out, size, cfg, classes): return cam_source_maps(out, size, cfg, classes)
 
-for _M in (Attention10kMethod, OTSMethod, LVSMethod, CAMMethod): register(_M())
+register(BaselineMethod('attention10k', Attention10kConfig, Attention10k, attention10k_loss, attention10k_map,
+                        doc='Attention10k (Senocak et al. 2018): audio-guided softmax attention, InfoNCE (unsupervised)'))
+register(BaselineMethod('ots', OTSConfig, OTS, ots_loss, ots_map,
+                        doc='OTS / AVOL-Net (Arandjelović & Zisserman 2018): max-pooled correspondence BCE'))
+register(BaselineMethod('lvs', LVSConfig, LVS, lvs_loss, lvs_map,
+                        doc='LVS (Chen et al. 2021): trimap contrastive loss with hard negatives'))
+register(CAMMethod('cam', CAMConfig, CAM, cam_loss, cam_map,
+                   doc='CAM (Zhou et al. 2016): class activation map of a weakly supervised visual classifier'))
 
 # %% ../nbs/50_baselines.ipynb #c84f5f89
 class ObjectPrior(nn.Module):
