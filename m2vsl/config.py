@@ -89,6 +89,7 @@ class TrainConfig:
             kw[f.name] = v if f.name in ('model', 'audio', 'image', 'data') else _coerce(v, f.default, f.name)
         return cls(**kw)
 
+# %% ../nbs/05_config.ipynb #ac908d2e
 def _coerce(v, default, name:str, ann=None):
     "`v` (from YAML or the command line) converted to the type of `default` (a `bool|str` field, by `ann`, also takes a path)."
     if default is None or v is None: return v

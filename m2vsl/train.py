@@ -319,6 +319,7 @@ def train_step(r:Run, b:dict, epoch:int)->float:
     st.step += 1; st.pos += 1
     return vals[0]
 
+# %% ../nbs/40_train.ipynb #829b34e6
 @torch.no_grad()
 def validation_loss(model, method, mcfg, loader, D:Dist, gather=None, amp:str='none')->float:
     "Mean loss over the validation loader (global batches when `gather`), the model in eval mode."
@@ -363,6 +364,7 @@ def end_epoch(r:Run, epoch:int, val_loader:DataLoader|None)->tuple:
     st.epoch, st.pos, st.acc = epoch + 1, 0, {}
     return row, improved
 
+# %% ../nbs/40_train.ipynb #085c780b
 class _Live:
     "dvclive on rank 0, rebuilt from the history on resume (so a resumed run writes what an uninterrupted one would)."
     def __init__(self, cfg:TrainConfig, history:list):
