@@ -442,7 +442,7 @@ def main(argv:list|None=None):
     p.add_argument('overrides', nargs='*', help='key=value overrides')
     a = p.parse_args(argv)
     cfg = load_config(a.params, a.section, a.overrides)
-    if a.print_config: print(yaml.safe_dump(cfg.to_dict(), sort_keys=False)); return
+    if a.print_config: print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end=''); return   # as `m2vsl train --print-config`
     if int(os.environ.get('RANK', 0)) == 0: logging.basicConfig(level=logging.INFO, format='%(message)s')
     train(cfg)
 
