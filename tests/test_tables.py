@@ -1,0 +1,66 @@
+"""The tables stage (pipeline/tables.ipynb) on the metrics of other profiles than the default: one method, some of the
+evaluation sets, no untrained or centre-prior references. Every table file comes out, a table whose sets were not
+evaluated says so, and comparisons without both sides are left out instead of failing (issue 20)."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TABLES = ['table1', 'table2', 'table3', 'table4']
+
+
+def run_tables(tmp_path, methods, sets, refs=()):
+    "Run the tables notebook in `tmp_path` on the repository's metrics of `methods` (+ `refs`), cut to `sets`."
+    p = yaml.safe_load((REPO/'params.yaml').read_text())
+    p['methods'] = list(methods); p['evaluate']['sets'] = list(sets)
+    (tmp_path/'params.yaml').write_text(yaml.safe_dump(p))
+    (tmp_path/'metrics').mkdir()
+    for m in list(methods) + list(refs):
+        full = json.loads((REPO/'metrics'/f'{m}.json').read_text())
+        (tmp_path/'metrics'/f'{m}.json').write_text(json.dumps({k: v for k, v in full.items() if not isinstance(v, dict) or k in sets}))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    r = subprocess.run([str(BIN/'papermill'), '--no-progress-bar', '--cwd', str(tmp_path), '-k', 'python3', '--language', 'python',
+                        str(REPO/'pipeline'/'tables.ipynb'), str(tmp_path/'tables.ipynb'),
+                        '-p', 'paper_reported', str(REPO/'pipeline'/'paper_reported.yaml')],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path/'reports'/'tables'
+    for f in [f'{t}.{x}' for t in TABLES for x in ('md', 'csv')] + ['summary.md', 'learning.md', 'm2vsl_vs_others.csv']:
+        assert (out/f).exists(), f
+    return out, tmp_path/'metrics'
+
+
+@pytest.mark.skipif(not (REPO/'metrics'/'m2vsl.json').exists(), reason='no metrics of the main run')
+def test_one_method_some_sets_no_references(tmp_path):
+    out, met = run_tables(tmp_path, ['m2vsl'], ['single', 'seg'])
+    t1 = (out/'table1.md').read_text()
+    assert '| m2vsl | – | – | – |' in t1 and '(reported)' in t1, t1          # single_inst not evaluated: dashes
+    assert 'untrained_m2vsl' not in t1 and 'centre_prior' not in t1, t1
+    assert 'not produced' in (out/'table2.md').read_text()                  # duets not evaluated
+    assert '| m2vsl |' in (out/'table3.md').read_text()
+    t4 = (out/'table4.md').read_text()
+    assert '| m2vsl |' in t4 and '| neither |' not in t4, t4               # the ablations not trained: their rows left out
+    s = json.loads((met/'summary.json').read_text())
+    assert s['comparisons'] == 0 and s['m2vsl_beats_ezvsl_everywhere'] is None, s
+    assert 'not compared' in (out/'summary.md').read_text()
+    learn = json.loads((met/'learning.json').read_text())
+    assert learn['checks'] == 0 and learn['not_judged'] == 3 and learn['every_method_learns'] is None, learn
+    assert '| m2vsl | seg miou |' in (out/'learning.md').read_text()
+    # one metrics file per table row: `dvc metrics show metrics/tables/table1` prints Table 1
+    assert sorted(f.parent.name for f in (met/'tables').rglob('m2vsl.json')) == ['table1', 'table3', 'table4']
+    assert set(json.loads((met/'tables'/'table1'/'m2vsl.json').read_text())) == {'single_pixel_ap', 'single_iou@0.5', 'single_auc'}
+
+
+@pytest.mark.skipif(not (REPO/'metrics'/'ezvsl.json').exists(), reason='no metrics of the main run')
+def test_two_methods_every_set_one_reference(tmp_path):
+    out, met = run_tables(tmp_path, ['m2vsl', 'ezvsl'], ['single', 'single_inst', 'multi', 'seg', 'seg_multi'], refs=['centre_prior'])
+    t2 = (out/'table2.md').read_text()
+    assert '| centre_prior |' in t2 and 'Duet CAP (reported)' in t2 and '| m2vsl - avgn (gain) |' in t2, t2   # Table 2 reported
+    assert 'VGGSound-Duet' in t2, t2
+    s = json.loads((met/'summary.json').read_text())
+    assert s['comparisons'] == 15 and s['m2vsl_beats_every_ablation'] is None, s   # Tables 1–3 against EZ-VSL: 6 + 5 + 4
+    learn = json.loads((met/'learning.json').read_text())
+    assert learn['checks'] == 0 and learn['not_judged'] == 6, learn          # no untrained_* metrics: shown, not judged
