@@ -11,8 +11,10 @@ __all__ = ['__version__', *_API]
 def __getattr__(name:str):
     if name not in _API: raise AttributeError(f"module 'm2vsl' has no attribute {name!r}")
     import importlib
-    api = importlib.import_module('m2vsl.api')   # also makes the modules m2vsl.train and m2vsl.evaluate callable
-    if name not in globals(): globals()[name] = getattr(importlib.import_module(_API[name]), name)
-    return globals()[name]   # `train`, `evaluate`: the modules of those names, bound here by their import, callable
+    api = importlib.import_module('m2vsl.api')
+    # `train`, `evaluate`: the modules of those names (imported only now), made callable as the API's functions
+    if name in ('train', 'evaluate'): globals()[name] = api.callable_module(name)
+    elif name not in globals(): globals()[name] = getattr(importlib.import_module(_API[name]), name)
+    return globals()[name]
 
 def __dir__(): return sorted(set(globals()) | set(_API))

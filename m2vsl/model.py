@@ -5,7 +5,7 @@
 # %% ../nbs/10_model.ipynb #de99b37f
 from __future__ import annotations
 import warnings
-from dataclasses import dataclass, field, asdict, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import torchvision
 from torch.nn.attention import sdpa_kernel, SDPBackend
 from einops import rearrange
+
+from .runtime import plain, plain_fields
 
 # %% auto #0
 __all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18', 'ProjectedFeatures',
@@ -45,11 +47,9 @@ class ModelConfig:
 
     @property
     def has_classes(self)->bool: return self.cls_weight > 0
-    def to_dict(self)->dict: return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+    def to_dict(self)->dict: return plain(self)
     @classmethod
-    def from_dict(cls, d:dict)->'ModelConfig':
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
+    def from_dict(cls, d:dict)->'ModelConfig': return plain_fields(cls, d)
 
 # %% ../nbs/10_model.ipynb #9f1bfc91
 VARIANTS = {
