@@ -224,6 +224,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'm2vsl.inference.Behind.__enter__': ('inference.html#behind.__enter__', 'm2vsl/inference.py'),
                                  'm2vsl.inference.Behind.__exit__': ('inference.html#behind.__exit__', 'm2vsl/inference.py'),
                                  'm2vsl.inference.Behind.__init__': ('inference.html#behind.__init__', 'm2vsl/inference.py'),
+                                 'm2vsl.inference.Behind._abort': ('inference.html#behind._abort', 'm2vsl/inference.py'),
                                  'm2vsl.inference.Behind._raise': ('inference.html#behind._raise', 'm2vsl/inference.py'),
                                  'm2vsl.inference.Behind._run': ('inference.html#behind._run', 'm2vsl/inference.py'),
                                  'm2vsl.inference.Behind.close': ('inference.html#behind.close', 'm2vsl/inference.py'),

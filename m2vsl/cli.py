@@ -4,7 +4,7 @@
 
 # %% ../nbs/71_cli.ipynb #f2b917d4
 from __future__ import annotations
-import argparse, builtins, json, sys
+import argparse, builtins, contextlib, json, sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .runtime import atomic_write
-from .inference import from_pretrained, overlay, Localizer
+from .inference import from_pretrained, overlay, Localizer, Behind
 from .audio import AudioError
 from .vision import ImageError
 from .checkpoint import CheckpointError
@@ -118,36 +118,30 @@ def localize_video(
             if not copy: aout.layout = 'mono' if ain.layout.nb_channels == 1 else 'stereo'
             n_in = vin.frames or None
             bar = tqdm(total=n_in, desc=f"localize {video.name}", unit='frame', disable=not progress)
-            buf, idx = [], 0
-            def flush():
-                nonlocal idx
-                ts = [t for _, t in buf]
-                res = loc.predict([im for im, _ in buf],
-                                  torch.stack([loc.spectrogram(wav, sr, loc.window_start(t, duration)) for t in ts]),
-                                  top_k, classes)
-                for (im, t), r in zip(buf, res):
-                    o = overlay(im, r.map, alpha)
-                    if o.size != (vout.width, vout.height): o = o.crop((0, 0, vout.width, vout.height))
-                    f = av.VideoFrame.from_image(o); f.pts = idx; f.time_base = Fraction(1)/rate
-                    for p in vout.encode(f): dst.mux(p)
-                    info = {'frame': idx, 'time': round(t, 4), 'window_start': round(loc.window_start(t, duration), 4), **r.to_dict()}
+            vout.time_base = Fraction(1)/rate
+            vin.thread_type = 'AUTO'                    # FFmpeg's own decoding threads
+            def decoded():                              # (frame image, time): runs in `Localizer.stream`'s thread, ahead
+                it, n = src.decode(vin), 0
+                while True:
+                    try: fr = next(it)
+                    except StopIteration: return
+                    except av.error.FFmpegError as e: raise InputError(f"{video}: cannot decode the video stream ({e})") from None
+                    yield fr.to_image(), (float(fr.time) if fr.time is not None else n/float(rate)); n += 1
+            def encode(item):                           # runs in the `Behind` thread, behind the model
+                i, im, m = item
+                o = overlay(im, m, alpha)
+                if o.size != (vout.width, vout.height): o = o.crop((0, 0, vout.width, vout.height))
+                f = av.VideoFrame.from_image(o); f.pts = i; f.time_base = Fraction(1)/rate
+                for p in vout.encode(f): dst.mux(p)
+            idx = 0
+            with Behind(encode, depth=2*batch_size) as enc, contextlib.closing(loc.stream(decoded(), wav, sr, batch_size, top_k, classes)) as st:
+                for im, t, start, r in st:                # the decoding thread has ended when this block is left
+                    enc.put((idx, im, r.map))
+                    info = {'frame': idx, 'time': round(t, 4), 'window_start': round(start, 4), **r.to_dict()}
                     if classes:
                         info['class_peaks'] = {loc.class_names[j]: [int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape)[::-1]]
                                                for j, m in r.class_maps.items()}
-                    frames_info.append(info); idx += 1
-                bar.update(len(buf)); buf.clear()
-            vout.time_base = Fraction(1)/rate
-            def decoded():
-                it = src.decode(vin)
-                while True:
-                    try: yield next(it)
-                    except StopIteration: return
-                    except av.error.FFmpegError as e: raise InputError(f"{video}: cannot decode the video stream ({e})") from None
-            for fr in decoded():
-                t = float(fr.time) if fr.time is not None else idx/float(rate)
-                buf.append((fr.to_image(), t))
-                if len(buf) >= batch_size: flush()
-            if buf: flush()
+                    frames_info.append(info); idx += 1; bar.update(1)
             bar.close()
             if idx == 0: raise InputError(f"{video}: the video stream has no frames")
             for p in vout.encode(None): dst.mux(p)

@@ -4,13 +4,14 @@
 
 # %% ../nbs/70_inference.ipynb #c4097a6e
 from __future__ import annotations
-import json
+import contextlib, json, queue, threading
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from fastcore.basics import patch
 from safetensors.torch import save_file, load_file
 
 import m2vsl.methods as _methods
@@ -24,7 +25,7 @@ from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'overlay']
+           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -170,15 +171,17 @@ class Localizer:
         top_k:int=5,                 # classes reported (and whose class-aware maps are returned)
         class_maps:bool=True,        # also the class-aware maps of the top classes
         sizes:list|None=None,        # (H, W) of each image's maps (default: the image's size)
+        inputs:torch.Tensor|None=None,  # (B, 3, S, S) the images through `transform`, when the caller made them already
+        scales:bool=True,            # also each scale's map (`Localization.scales`)
     )->list:                         # one `Localization` per image
         "Batched forward pass → maps at each image's original size."
-        x = torch.stack([self.transform(im)[0] for im in images]).to(self.device)
+        x = (inputs if inputs is not None else torch.stack([self.transform(im)[0] for im in images])).to(self.device)
         with autocast(self.amp, self.device):
             out = self.model({'image': x, 'audio': specs.to(self.device)})
         S, cfg = tuple(x.shape[-2:]), getattr(self.model, 'cfg', None)
         how = upsampling(cfg)                                                # the model's upsampling convention
         fused = self.method.single_map(out, S, cfg).float()
-        scales = self.method.scale_maps(out, S, cfg)                         # each scale's map (M2VSL's MMC stages)
+        scales = self.method.scale_maps(out, S, cfg) if scales else {}       # each scale's map (M2VSL's MMC stages)
         logits = self.method.class_logits(out)
         probs = torch.sigmoid(logits.float()) if logits is not None else None
         top = torch.stack([q.cpu().argsort(descending=True)[:top_k] for q in probs]) if probs is not None else None
@@ -264,6 +267,98 @@ def load_model(
     "The model of a checkpoint or weights folder and the front ends it was trained with (read by `from_pretrained`)."
     loc = from_pretrained(path, device=device, amp='none')
     return loc.model, loc.audio_cfg, loc.image_cfg
+
+# %% ../nbs/70_inference.ipynb #a7c51d3b
+_END = object()
+
+def ahead(
+    items,                   # any iterable (its iteration runs in the thread)
+    depth:int=2,             # items made ahead of the consumer, at most
+):                           # a generator of the same items, in order
+    "Iterate `items` in a thread, at most `depth` items ahead of the consumer; its error is raised in the consumer."
+    q, stop = queue.Queue(depth), threading.Event()
+    def put(x):
+        while not stop.is_set():
+            try: q.put(x, timeout=0.05); return
+            except queue.Full: pass
+    def run():
+        try:
+            for x in items:
+                if stop.is_set(): return
+                put((True, x))
+            put((False, None))
+        except BaseException as e: put((False, e))
+    th = threading.Thread(target=run, daemon=True); th.start()
+    try:
+        while True:
+            ok, x = q.get()
+            if not ok:
+                if x is not None: raise x
+                return
+            yield x
+    finally:
+        stop.set(); th.join()
+
+class Behind:
+    "Run `fn(item)` for each `put` item in a thread, in order, at most `depth` queued; `close()` waits for the last one."
+    def __init__(self, fn, depth:int=8):
+        self.fn, self.q, self.err, self.stop = fn, queue.Queue(depth), None, threading.Event()
+        self.th = threading.Thread(target=self._run, daemon=True); self.th.start()
+    def _run(self):
+        while True:
+            x = self.q.get()
+            if x is _END or self.stop.is_set(): return
+            try: self.fn(x)
+            except BaseException as e: self.err = e; self.stop.set(); return
+    def _raise(self):
+        if self.err is not None: e, self.err = self.err, None; raise e
+    def put(self, x):
+        "Queue `x` (waits while `depth` items are queued); raises the thread's error, if it had one."
+        while not self.stop.is_set():
+            try: self.q.put(x, timeout=0.05); return
+            except queue.Full: pass
+        self._raise()
+    def close(self):
+        "Wait until every queued item is done; raise the thread's error, if it had one."
+        if self.th.is_alive(): self.put(_END)
+        self.th.join(); self._raise()
+    def __enter__(self): return self
+    def __exit__(self, typ, *_):
+        if typ is None: self.close()
+        else: self._abort()                         # the caller failed: what is queued is dropped
+    def _abort(self):
+        self.stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True: self.q.get_nowait()
+        self.q.put_nowait(_END); self.th.join()
+
+# %% ../nbs/70_inference.ipynb #a3984584
+@patch
+def stream(self:Localizer,
+    frames,                      # iterable of (image, time in s): PIL images (e.g. decoded video frames), any size
+    wav:torch.Tensor,            # (channels, samples) audio track (from `load_audio`)
+    sr:int,                      # its sample rate
+    batch_size:int=16,
+    top_k:int=5,
+    class_maps:bool=True,        # also the class-aware maps of the top classes
+    depth:int=2,                 # batches made ahead of the model
+):                               # generator of (image, time, window start, `Localization`) per frame, in order
+    "Localize each frame against the audio window centred on its time, with decoding and input making a batch ahead."
+    duration = wav.shape[-1]/sr
+    def prepare(buf):
+        starts = [self.window_start(t, duration) for _, t in buf]
+        x = torch.stack([self.transform(im)[0] for im, _ in buf])
+        return buf, starts, x, torch.stack([self.spectrogram(wav, sr, s) for s in starts])
+    def batches():
+        buf = []
+        for f in frames:
+            buf.append(f)
+            if len(buf) >= batch_size: yield prepare(buf); buf = []
+        if buf: yield prepare(buf)
+    with contextlib.closing(ahead(batches(), depth)) as it:
+        for buf, starts, x, specs in it:
+            res = self.predict([im for im, _ in buf], specs, top_k, class_maps, inputs=x, scales=False)
+            yield from ((im, t, s, r) for (im, t), s, r in zip(buf, starts, res))
 
 # %% ../nbs/70_inference.ipynb #e38c93e8
 def overlay(
