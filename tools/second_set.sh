@@ -26,8 +26,9 @@ mkdir -p "$dir/data"
 # the default params, but for the material and where the generated set goes
 "$here/.venv/bin/python" - "$dir/params.yaml" "$material" <<'PY'
 import sys, yaml
+from m2vsl.config import load_params   # the package's one reader of params files (checks the file too)
 path, material = sys.argv[1:]
-p = yaml.safe_load(open(path))
+p = load_params(path)
 if 'generate' not in p: sys.exit(f"{path}: the profile has no `generate:` section; the second set needs a generated benchmark")
 p['generate']['material'] = material
 p['data']['root'] = f'data/second_{material}'
