@@ -62,16 +62,20 @@ reproduce: setup
 second-set: setup
 	bash tools/second_set.sh
 
-## bench: the benchmark suite (train step of every method, data loader, inference, metrics) -> bench/out/bench.{json,md}
-##        another machine: make bench BENCH_OUT=bench/out/<machine> (a section of its own in the report)
+## bench: the benchmark suite (the machine's ceiling: native precisions and GEMM GFLOP/s; train step of every method and
+##        the authors' EZ-VSL; data loader; inference; localize --video on a 30 s clip; metrics) -> bench/out/bench.{json,md}
+##        another machine class: make bench BENCH_OUT=bench/out/<class> (a section of its own in the report; <class> as
+##        bench/bench_ceiling.py's machine_class names it, e.g. amd-epyc-avx2)
 BENCH_OUT ?= bench/out
 BENCH_TRAIN_ARGS ?=
 bench: setup
 	mkdir -p $(BENCH_OUT)
+	python bench/bench_ceiling.py --out $(BENCH_OUT)/ceiling.json
 	python bench/bench_train.py $(BENCH_TRAIN_ARGS) --out $(BENCH_OUT)/train.json
 	python bench/bench_loader.py --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out $(BENCH_OUT)/loader.json
 	if [ -d data/embedded/vggsound ]; then python bench/bench_loader.py --root data/embedded/vggsound --split train --limit 400 --size 96 --sample-rate 11025 --n-fft 128 --win-length 128 --hop-length 441 --out $(BENCH_OUT)/loader_embedded.json; fi
 	python bench/bench_inference.py --out $(BENCH_OUT)/inference.json
+	python bench/bench_video.py --out $(BENCH_OUT)/video.json
 	python bench/bench_metrics.py --out $(BENCH_OUT)/metrics.json
 	python bench/report.py
 

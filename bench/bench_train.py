@@ -7,7 +7,11 @@ paper's (224 px, 257x300). Within one size every model is built first and the ti
 median of `--runs` steps after `--warmup` steps, with min and max. Extra rows switch one fast path at a time for
 M2VSL and EZ-VSL: the other precision (fp32 where the default `amp: auto` resolves to bf16; bf16 rows only on CPUs
 with native bf16, since elsewhere autocast runs convolutions on slow reference kernels), channels_last off,
-torch.compile on (its compile time is reported).
+torch.compile on (its compile time is reported). A reference row, `ezvsl naive`, is EZ-VSL's training step written
+as its authors' code runs it (`NaiveEZVSL`: torchvision ResNet18s, fp32, no channels_last, Adam, their max-MIL loss),
+the yardstick our rows are set against. Each row also carries the GFLOP of its step (forward + backward, counted
+once by torch's FlopCounterMode on a warm-up step; not for torch.compile rows), which the report sets against the
+machine's ceiling (`bench_ceiling.py`).
 Prints and writes one JSON record.
 
     python bench/bench_train.py --out bench/out/train.json                 # everything (about 15 min on 2 cores)
@@ -17,6 +21,10 @@ import argparse, json, os, platform, resource, statistics, sys, time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 import m2vsl.methods as methods
 from m2vsl.config import load_params, model_fields
@@ -29,6 +37,7 @@ SIZES = {   # image px -> (spectrogram F, T, profile whose model settings apply)
 }
 CPU = torch.device('cpu')
 DEFAULT_AMP = resolve_amp('auto', CPU)   # the profiles' amp: auto on this machine
+NAIVE = 'ezvsl naive'   # the reference row's label
 ALL = ['ezvsl', 'm2vsl', 'mmc_only', 'mmt_only', 'neither', 'attention10k', 'ots', 'lvs', 'cam']
 
 
@@ -69,8 +78,58 @@ class Runner:
             loss, _ = self.meth.loss(out, self.batch, self.cfg)
         self.opt.zero_grad(set_to_none=True); loss.backward(); self.opt.step()
 
+    def count_flops(self):
+        "One step under FlopCounterMode (it counts as a warm-up step): `self.gflop`, forward + backward + loss."
+        if self.compile_s is not None: self.step(); self.gflop = None; return
+        with FlopCounterMode(display=False) as fc: self.step()
+        self.gflop = fc.get_total_flops()/1e9
+
     def timed(self):
         t = time.perf_counter(); self.step(); self.times.append(time.perf_counter() - t)
+
+
+class NaiveEZVSL(nn.Module):
+    "EZ-VSL as its authors' `model.py` writes it (torchvision ResNet18s, 1-channel audio conv1, max-pooled audio, max-MIL loss)."
+    def __init__(self, tau:float=0.03, dim:int=512):
+        super().__init__()
+        self.tau = tau
+        self.imgnet = torchvision.models.resnet18(weights=None)   # theirs starts from ImageNet weights: the same cost
+        self.imgnet.avgpool, self.imgnet.fc = nn.Identity(), nn.Identity()
+        self.img_proj = nn.Conv2d(512, dim, kernel_size=(1, 1))
+        self.audnet = torchvision.models.resnet18(weights=None)
+        self.audnet.conv1 = nn.Conv2d(1, 64, kernel_size=(7, 7), stride=(2, 2), padding=(3, 3), bias=False)
+        self.audnet.avgpool, self.audnet.fc = nn.AdaptiveMaxPool2d((1, 1)), nn.Identity()
+        self.aud_proj = nn.Linear(512, dim)
+
+    def max_xmil_loss(self, img, aud):
+        B = img.shape[0]
+        Slogits = torch.einsum('nchw,mc->nmhw', img, aud)/self.tau
+        logits = Slogits.flatten(-2, -1).max(dim=-1)[0]
+        labels = torch.arange(B).long().to(img.device)
+        return F.cross_entropy(logits, labels) + F.cross_entropy(logits.permute(1, 0), labels), Slogits
+
+    def forward(self, image, audio):
+        s = -(-image.shape[-1]//32)                        # theirs: unflatten(1, (512, 7, 7)), i.e. 224 px only
+        img = F.normalize(self.img_proj(self.imgnet(image).unflatten(1, (512, s, s))), dim=1)
+        aud = F.normalize(self.aud_proj(self.audnet(audio)), dim=1)
+        loss, logits = self.max_xmil_loss(img, aud)
+        with torch.no_grad():
+            B = img.shape[0]
+            Savg = logits[torch.arange(B), torch.arange(B)]
+        return loss, Savg
+
+
+class NaiveRunner(Runner):
+    "The authors' training step: fp32, no channels_last, Adam (their optimizer), `loss.backward()`."
+    def __init__(self, label, batch, **_):
+        self.label, self.method, self.amp, self.cfg, self.compile_s = label, 'ezvsl', 'none', None, None
+        self.model = NaiveEZVSL().train()
+        self.opt = torch.optim.Adam(self.model.parameters(), 1e-4)
+        self.batch, self.times = batch, []
+
+    def step(self):
+        loss, _ = self.model(self.batch['image'], self.batch['audio'])
+        self.opt.zero_grad(set_to_none=True); loss.backward(); self.opt.step()
 
 
 def make_batch(B:int, size:int, F:int, T:int, C:int, seed:int=0)->dict:
@@ -86,6 +145,7 @@ def run_size(size:int, a)->list:
     batch = make_batch(a.batch, size, F, T, C)
     names = a.methods if size != 224 or not a.methods_224 else [m for m in a.methods if m in a.methods_224]
     specs = [dict(label=m, method=m) for m in names]
+    if 'ezvsl' in names and not a.no_naive: specs.insert(1, dict(label=NAIVE, method='ezvsl', naive=True))
     if not a.no_extras:
         for m in ('m2vsl', 'ezvsl'):
             if m not in names: continue
@@ -103,8 +163,9 @@ def run_size(size:int, a)->list:
         b = batch if nc == C else make_batch(a.batch, size, F, T, nc)
         kw = s.pop('model_kw', model_kw)
         print(f'[{size} px] building {s["label"]}', file=sys.stderr, flush=True)
-        runners.append(Runner(model_kw=kw, num_classes=nc, batch=b, **s))
-    for _ in range(a.warmup):
+        runners.append((NaiveRunner if s.pop('naive', False) else Runner)(model_kw=kw, num_classes=nc, batch=b, **s))
+    for r in runners: r.count_flops()
+    for _ in range(a.warmup - 1):
         for r in runners: r.step()
     for i in range(a.runs):
         for r in runners: r.timed()
@@ -117,10 +178,11 @@ def run_size(size:int, a)->list:
         row = dict(size=size, spectrogram=f'{F}x{T}', batch=a.batch, label=r.label, method=r.method, amp=r.amp,
                    step_s_median=med, step_s_min=min(r.times), step_s_max=max(r.times), samples_per_s=a.batch/med,
                    ratio_to_ezvsl=med/base['ezvsl'] if 'ezvsl' in base else None,
-                   compile_s=r.compile_s, runs=len(r.times),
+                   compile_s=r.compile_s, runs=len(r.times), gflop_per_step=r.gflop,
                    model_config={k: v for k, v in r.cfg.to_dict().items()} if hasattr(r.cfg, 'to_dict') else None)
         if r.label.endswith((' fp32', ' channels_last off', ' torch.compile')) and r.label.split()[0] in base:
             row['speed_vs_default'] = base[r.label.split()[0]]/med   # >1: this variant is faster than the default
+        if NAIVE in base and r.label != NAIVE: row['naive_ezvsl_step_over_this'] = base[NAIVE]/med   # >1: faster than the authors' step
         rows.append(row)
     return rows
 
@@ -136,6 +198,7 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     p.add_argument('--no-extras', action='store_true', help='skip the fp32 / channels_last / compile / width rows')
+    p.add_argument('--no-naive', action='store_true', help="skip the reference row (EZ-VSL as its authors' code trains)")
     p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
     p.add_argument('--compile-sizes', type=int, nargs='+', default=[96], help='sizes that get the torch.compile rows')
     p.add_argument('--classes-221', action=argparse.BooleanOptionalAction, default=True,
