@@ -47,10 +47,9 @@ def gflop(fn)->float:
 
 
 def gemm_gflops(dev, n:int=2048, runs:int=5)->dict:
-    "The machine's fp32 matrix-multiply speed (an n×n×n GEMM, median of `runs`): what the kernels can reach at best."
-    x, y = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    med, ts = timeit(lambda: x @ y, dev, 2, runs)
-    return dict(n=n, gflops_median=round(2*n**3/med/1e9, 1), gflops_best=round(2*n**3/min(ts)/1e9, 1))
+    "The machine's fp32 matrix-multiply speed (`bench_ceiling.gemm`; the ceiling at every native precision is `bench_ceiling.py`'s record)."
+    from bench_ceiling import gemm
+    return gemm(dev, 'fp32', n, runs)
 
 
 def main(argv=None):

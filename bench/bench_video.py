@@ -20,7 +20,7 @@ from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
 from m2vsl.inference import Localizer
 from m2vsl.runtime import autocast
-from bench_inference import AUDIO, gflop
+from bench_inference import AUDIO, gflop, timeit
 from bench_train import cpu_name
 
 
@@ -66,13 +66,8 @@ def model_fps(loc:Localizer, batch:int, runs:int, warmup:int=2)->tuple:
         with torch.no_grad(), autocast(loc.amp, dev): return loc.method.single_map(loc.model(b), (S, S), cfg)
     one = {k: v[:1] for k, v in b.items()}
     with torch.no_grad(), autocast(loc.amp, dev): gf = gflop(lambda: loc.method.single_map(loc.model(one), (S, S), cfg))
-    for _ in range(warmup): step()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter(); step()
-        if dev.type == 'cuda': torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t)
-    return batch/statistics.median(ts), [batch/t for t in ts], gf
+    med, ts = timeit(step, dev, warmup, runs)
+    return batch/med, [batch/t for t in ts], gf
 
 
 def main(argv=None):
