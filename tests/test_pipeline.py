@@ -148,6 +148,9 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     t1 = (scratch/'reports/tables/table1.md').read_text()
     assert '| m2vsl |' in t1 and '(reported)' in t1 and '| centre_prior |' in t1
     assert '![fig3_single](reports/figures/fig3_single.png)' in (scratch/'README.md').read_text()
+    # the tiny profile trains M2VSL with a second seed (seed_study): the tables give the spread over both
+    seeds = (scratch/'reports/tables/seeds.md').read_text()
+    assert 'mean ± sd over seeds 0, 1' in seeds and '| m2vsl | ' in seeds and ' ± ' in seeds, seeds
     # nothing changed -> nothing to reproduce
     again = run('dvc repro', scratch).stdout
     assert 'Data and pipelines are up to date' in again, again
