@@ -52,3 +52,22 @@ def test_two_processes_equal_one_process(tmp_path, monkeypatch):
     dw = max(float((w1[k].float() - ck['model'][k].float()).abs().max()) for k in w1)
     print(f"max |Δweight| after 8 steps: {dw:.3g}")
     assert dw < 1e-3
+
+
+from test_pipeline import run, scratch   # noqa: E402,F401 (scratch: the fixture, a git-initialised copy of the repository)
+
+@pytest.mark.slow
+def test_dvc_repro_trains_under_torchrun(scratch):
+    "`train.nproc_per_node: 2` on CPU: `dvc repro train@m2vsl` of the tiny profile trains in two gloo processes, and dvc.lock records it."
+    p = yaml.safe_load((scratch/'params.yaml').read_text())             # the tiny profile
+    p['methods'], p['train']['nproc_per_node'] = ['m2vsl'], 2
+    (scratch/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
+    gen = ' '.join(f'--{k} {v}' for k, v in p['generate'].items())
+    run(f"python -m m2vsl.synth --out {p['data']['root']} {gen} --quiet", scratch)
+    r = run('dvc repro train@m2vsl', scratch)
+    assert "Running stage 'train@m2vsl'" in r.stdout, r.stdout[-3000:]
+    ck = torch.load(scratch/'runs'/'m2vsl'/'checkpoints'/'last.pt', weights_only=True)
+    assert ck['sampler']['world'] == 2, ck['sampler']                  # trained by two processes
+    lock = yaml.safe_load((scratch/'dvc.lock').read_text())['stages']['train@m2vsl']
+    assert lock['params']['params.yaml']['train']['nproc_per_node'] == 2, lock['params']
+    assert 'up to date' in run('dvc status train@m2vsl', scratch).stdout, 'a second repro would train again'
