@@ -10,7 +10,7 @@ from pathlib import Path
 from .inference import from_pretrained, Localizer, load_model
 
 # %% auto #0
-__all__ = ['list_methods', 'create_model', 'localize', 'evaluate', 'train', 'callable_module']
+__all__ = ['list_methods', 'create_model', 'localize', 'evaluate', 'train']
 
 # %% ../nbs/73_api.ipynb #3576ccc7
 def list_methods(
@@ -70,16 +70,3 @@ def train(
     if config is None: config = resolve_train_config(params, method, run_dir)
     d = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     return _train(TrainConfig.from_dict(_merge(d, overrides)))
-
-# %% ../nbs/73_api.ipynb #aa21863d
-import importlib, sys, types
-
-class _CallableModule(types.ModuleType):
-    "A module that, called, runs the top-level function of its name (`m2vsl.train(...)`, `m2vsl.evaluate(...)`)."
-    def __call__(self, *args, **kw): return getattr(sys.modules['m2vsl.api'], self.__name__.rsplit('.', 1)[1])(*args, **kw)
-
-def callable_module(name:str)->types.ModuleType:
-    "The module `m2vsl.<name>` (`train`, `evaluate`), imported and made callable as the top-level function `name`."
-    mod = importlib.import_module(f'm2vsl.{name}')
-    mod.__class__ = _CallableModule
-    return mod

@@ -40,7 +40,7 @@ def test_requirements_name_every_runtime_import():
 
 def test_dev_requirements_name_every_test_import():
     tests = sorted((REPO/'tests').glob('*.py'))
-    mods = imported(tests, local={f.stem for f in tests} | {'conftest'})
+    mods = imported(tests, local={f.stem for f in tests} | {'conftest'} | {f.stem for f in (REPO/'bench').glob('*.py')})   # + the bench scripts
     assert 'sklearn' in mods and 'pytest' in mods, mods
     req = requirements('requirements') | requirements('dev_requirements')
     assert not (m := unlisted(mods, req)), f"imported by the tests but in no requirement of settings.ini: {m}"
