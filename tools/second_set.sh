@@ -20,6 +20,7 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
 fi
 rm -rf "$dir"
 git clone -q --no-hardlinks "$here" "$dir"
+commit=$(git -C "$dir" rev-parse --short HEAD)                      # what the clone runs
 ln -s "$here/.venv" "$dir/.venv"                                  # the same environment
 mkdir -p "$dir/data"
 [ -d data/material ] && ln -s "$here/data/material" "$dir/data/material"   # the kits' .debs already fetched here
@@ -40,7 +41,7 @@ mkdir -p "$out"
 cp "$dir/reports/tables/"*.md "$dir/reports/tables/"*.csv "$out/"
 cp "$dir/metrics/learning.json" "$out/learning.json"
 { echo "# The second embedded set (kit \`$material\`)"; echo
-  echo "The default profile of commit \`$(git rev-parse --short HEAD)\`, unchanged but for \`generate.material: $material\`"
+  echo "The default profile of commit \`$commit\`, unchanged but for \`generate.material: $material\`"
   echo "and \`data.root: data/second_$material\`, run through \`make reproduce\` by \`make second-set\` ($(date -u +%F))."; echo
   cat "$out/learning.md"; } > "$out/README.md"
 echo "second-set: results in $out/ (learning check: $out/README.md)"
