@@ -39,3 +39,4 @@ register(M2VSLMethod())
 
 # %% ../nbs/12_methods.ipynb #7166087d
 import m2vsl.baselines  # noqa: E402,F401  (registers attention10k, ots, lvs, cam)
+import m2vsl.more_baselines  # noqa: E402,F401  (registers dmc, coarse2fine, dsol, mix_localize, avgn, avs_ws, c2am)
