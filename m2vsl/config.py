@@ -39,6 +39,7 @@ class TrainConfig:
     epochs:int=100                 # passes over the training split
     batch_size:int=128             # GLOBAL batch (divided over the processes)
     lr:float=1e-4                  # learning rate
+    trunk_lr:float=1.0             # lr of the encoders' pretrained ResNet18 trunks, × lr (1: one lr, the paper's; ignored from scratch)
     weight_decay:float=0.0         # L2 (adam) or decoupled (adamw) weight decay
     optimizer:str='adam'           # 'adam' | 'adamw'
     scheduler:str='none'           # 'none' (the paper) | 'cosine' (per step, to 0 at the last step)

@@ -19,8 +19,8 @@ from .runtime import plain, plain_fields
 # %% auto #0
 __all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18', 'ProjectedFeatures',
            'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'imagenet_weights_file', 'imagenet_state_dict',
-           'AudioEncoder', 'encoder_weights', 'MMT', 'M2VSL', 'n_params', 'upsample', 'upsampling', 'minmax', 'av_map',
-           'fuse', 'class_maps', 'localization_map', 'source_maps']
+           'AudioEncoder', 'trunk_modules', 'encoder_weights', 'MMT', 'M2VSL', 'n_params', 'upsample', 'upsampling',
+           'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -220,21 +220,26 @@ class AudioEncoder(nn.Module):
         return F.normalize(self.proj(h).float(), dim=-1)
 
 # %% ../nbs/10_model.ipynb #46eade95
+def trunk_modules(
+    model:nn.Module,           # any model with `visual` (VisualEncoder) and/or `audio` (AudioEncoder) attributes
+)->dict:                       # {'visual.conv1': Conv2d, …, 'audio.layer4': Sequential}
+    "The model's encoder trunks, ResNet18's layers by torchvision name, prefixed by part (the projections are not trunk)."
+    out = {}
+    v, a = getattr(model, 'visual', None), getattr(model, 'audio', None)
+    if isinstance(v, VisualEncoder):
+        out.update({'visual.conv1': v.stem[0], 'visual.bn1': v.stem[1], **{f'visual.layer{i}': l for i, l in enumerate(v.layers, 1)}})
+    if isinstance(a, AudioEncoder):
+        b = a.body
+        out.update({'audio.conv1': b[0], 'audio.bn1': b[1], **{f'audio.layer{i}': b[3 + i] for i in range(1, 5)}})
+    return out
+
 def encoder_weights(
     model:nn.Module,           # any model with `visual` (VisualEncoder) and/or `audio` (AudioEncoder) attributes
 )->dict:                       # {'visual.conv1.weight': …, 'audio.layer4.1.bn2.bias': …}
     "The model's encoder trunks as torchvision ResNet18 state dicts, prefixed by part (what `load_trunk` reads)."
-    out = {}
-    v, a = getattr(model, 'visual', None), getattr(model, 'audio', None)
-    if isinstance(v, VisualEncoder):
-        mods = {'conv1': v.stem[0], 'bn1': v.stem[1], **{f'layer{i}': l for i, l in enumerate(v.layers, 1)}}
-        out.update({f'visual.{n}.{k}': t for n, m in mods.items() for k, t in m.state_dict().items()})
-    if isinstance(a, AudioEncoder):
-        b = a.body
-        mods = {'conv1': b[0], 'bn1': b[1], 'layer1': b[4], 'layer2': b[5], 'layer3': b[6], 'layer4': b[7]}
-        out.update({f'audio.{n}.{k}': t for n, m in mods.items() for k, t in m.state_dict().items()})
-    if not out: raise ValueError(f"{type(model).__name__} has no VisualEncoder/AudioEncoder to export")
-    return {k: t.detach().cpu().contiguous() for k, t in out.items()}
+    mods = trunk_modules(model)
+    if not mods: raise ValueError(f"{type(model).__name__} has no VisualEncoder/AudioEncoder to export")
+    return {f'{n}.{k}': t.detach().cpu().contiguous() for n, m in mods.items() for k, t in m.state_dict().items()}
 
 # %% ../nbs/10_model.ipynb #aa982b62
 class MMT(nn.Module):

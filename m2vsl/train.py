@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import m2vsl.methods as _methods
 from .data import DataConfig, build_dataset, collate
+from .model import trunk_modules
 from .runtime import (atomic_write, Dist, setup_distributed, make_gather, _gather_objects, _reduce_mean, seed_all,
                            epoch_seed, sample_seed, rng_state, set_rng_state, resolve_amp, autocast, to_device)
 from .checkpoint import CKPT_KEYS, clean_temporaries, save_checkpoint, load_checkpoint, find_checkpoint
@@ -28,10 +29,10 @@ from .config import TrainConfig, load_config
 log = logging.getLogger('m2vsl.train')
 
 # %% auto #0
-__all__ = ['log', 'lr_factor', 'dataset_ids', 'split_indices', 'build_datasets', 'SeededItems', 'set_train_mode', 'forward_loss',
-           'finite_step', 'RunState', 'Run', 'start_run', 'resume', 'write_outputs', 'write_run_files', 'save_state',
-           'epoch_line', 'announce', 'seed_epoch', 'epoch_loader', 'train_step', 'validation_loss', 'validation_loader',
-           'end_epoch', 'train', 'main']
+__all__ = ['log', 'lr_factor', 'param_groups', 'dataset_ids', 'split_indices', 'build_datasets', 'SeededItems', 'set_train_mode',
+           'forward_loss', 'finite_step', 'RunState', 'Run', 'start_run', 'resume', 'write_outputs', 'write_run_files',
+           'save_state', 'epoch_line', 'announce', 'seed_epoch', 'epoch_loader', 'train_step', 'validation_loss',
+           'validation_loader', 'end_epoch', 'train', 'main']
 
 # %% ../nbs/40_train.ipynb #184b2c5a
 def lr_factor(
@@ -45,6 +46,17 @@ def lr_factor(
     if step < w: return (step + 1)/w
     if scheduler == 'cosine': return 0.5*(1 + math.cos(math.pi*min(step - w, total - w)/max(total - w, 1)))
     return 1.0
+
+# %% ../nbs/40_train.ipynb #8efbd2a1
+def param_groups(
+    model:nn.Module,           # the method's model
+    cfg,                       # its `TrainConfig` (`trunk_lr`, and `model.pretrained`)
+)->list:                       # the optimizer's parameter groups
+    "Every parameter at `lr`, but the encoders' trunks (`m2vsl.model.trunk_modules`) at `trunk_lr`·lr when they start from pretrained weights."
+    if cfg.trunk_lr == 1 or not getattr(cfg.model, 'pretrained', False): return [dict(params=list(model.parameters()))]
+    trunk = {id(p) for m in trunk_modules(model).values() for p in m.parameters()}
+    return [dict(params=[p for p in model.parameters() if id(p) not in trunk]),
+            dict(params=[p for p in model.parameters() if id(p) in trunk], lr=cfg.lr*cfg.trunk_lr)]
 
 # %% ../nbs/40_train.ipynb #cf975ece
 def dataset_ids(ds:Dataset)->list:
@@ -191,7 +203,7 @@ def start_run(
     if D.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[D.device.index] if D.device.type == 'cuda' else None)
     Opt = torch.optim.Adam if cfg.optimizer == 'adam' else torch.optim.AdamW
-    opt = Opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = Opt(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch*cfg.epochs
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, total=total_steps, warmup=cfg.warmup, scheduler=cfg.scheduler))
              if cfg.scheduler != 'none' or cfg.warmup > 0 else None)
