@@ -34,6 +34,13 @@ class _AVTokens(_AVBackbone):
         tok = torch.einsum('dc,bcft->bdft', p.weight, h) + p.bias[:, None, None]
         return a, F.normalize(tok.float(), dim=1)
 
+def _activations(model:_AVBackbone, img:torch.Tensor)->torch.Tensor:
+    "`(B,D,h,w)` the visual stage projected to D and NOT L2-normalised (CAM-style heads need the magnitude)."
+    vis, s = model.visual, model.cfg.image_stage
+    x = vis.stem(model._cl(img))
+    for layer in vis.layers[:s]: x = layer(x)
+    return vis.proj[str(s)](x).float()
+
 def _maps(m:torch.Tensor, size, cfg)->torch.Tensor:
     "`(B,K,h,w)` grid maps → `(B,K,H,W)`, upsampled by the config's rule and min–max normalised."
     return minmax(upsample(m, size, **upsampling(cfg)))
@@ -134,11 +141,7 @@ class _ClassifiedAV(_AVBackbone):
         self.fc, self.audio_fc = nn.Linear(cfg.dim, cfg.num_classes), nn.Linear(cfg.dim, cfg.num_classes)
         self._finish()
     def forward(self, batch:dict)->dict:
-        vis, s = self.visual, self.cfg.image_stage
-        x = vis.stem(self._cl(batch['image']))
-        for layer in vis.layers[:s]: x = layer(x)
-        f = vis.proj[str(s)](x).float()                                   # (B, D, h, w), not normalised (CAM's)
-        a = self.encode_audio(batch['audio'])
+        f, a = _activations(self, batch['image']), self.encode_audio(batch['audio'])
         return dict(v=F.normalize(f, dim=1), a=a, cam=torch.einsum('cd,bdhw->bchw', self.fc.weight.float(), f),
                     logits=self.fc(f.mean((-2, -1))), audio_logits=self.audio_fc(a))
 
@@ -283,7 +286,7 @@ class AVGN(_AVTokens):
         v = self.encode_image(batch['image'])
         _, tok = self.encode_audio_all(batch['audio'])
         gv, ga = group(v.flatten(2), self.tokens, self.cfg.group_tau), group(tok.flatten(2), self.tokens, self.cfg.group_tau)
-        cls = lambda g, h: torch.einsum('bcd,cd->bc', g, h.weight.float()) + h.bias
+        cls = lambda g, h: torch.einsum('bcd,cd->bc', F.normalize(g, dim=-1), F.normalize(h.weight.float(), dim=-1))/self.cfg.group_tau + h.bias
         return dict(v=v, ga=ga, logits=cls(gv, self.presence_v), audio_logits=cls(ga, self.presence_a))
 
 def avgn_loss(out:dict, batch:dict, cfg:AVGNConfig, gather:Callable|None=None)->tuple:
@@ -370,10 +373,7 @@ class C2AM(_AVBackbone):
         self.head = nn.Conv2d(self.cfg.dim, 1, 1); self._finish()
 
     def forward(self, batch:dict)->dict:
-        vis, s = self.visual, self.cfg.image_stage
-        x = vis.stem(self._cl(batch['image']))
-        for layer in vis.layers[:s]: x = layer(x)
-        f = F.relu(vis.proj[str(s)](x).float())
+        f = F.relu(_activations(self, batch['image']))
         P = torch.sigmoid(self.head(f).float())[:, 0]
         return dict(P=P, fg=torch.einsum('bhw,bdhw->bd', P, f)/P[0].numel(), bg=torch.einsum('bhw,bdhw->bd', 1 - P, f)/P[0].numel())
 
