@@ -386,9 +386,10 @@ def c2am_loss(out:dict, batch:dict, cfg:C2AMConfig, gather:Callable|None=None)->
     "Foreground–background repulsion + rank-weighted foreground–foreground and background–background attraction."
     fg, bg = (F.normalize((gather(out[k]) if gather else out[k]).float(), dim=-1) for k in ('fg', 'bg'))
     n = len(fg); off = ~torch.eye(n, dtype=torch.bool, device=fg.device)
+    cos = lambda x, y: (x[:, None]*y[None]).sum(-1)        # fp32 even under bf16 autocast (where 1 − eps rounds to 1)
     cl = lambda s: s.clamp(cfg.eps, 1 - cfg.eps)
-    pos = lambda z: -(_rank_weights(z @ z.T, cfg.alpha)*cl(z @ z.T).log())[off].mean()
-    parts = {'neg': -(1 - cl(fg @ bg.T)).log().mean(), 'pos_fg': pos(fg), 'pos_bg': pos(bg)}
+    pos = lambda z: -(_rank_weights(cos(z, z), cfg.alpha)*cl(cos(z, z)).log())[off].mean()
+    parts = {'neg': -(1 - cl(cos(fg, bg))).log().mean(), 'pos_fg': pos(fg), 'pos_bg': pos(bg)}
     return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
 def c2am_polarity(P:torch.Tensor)->torch.Tensor:
