@@ -459,6 +459,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'm2vsl.more_baselines._ClassifiedAV.forward': ( 'more_baselines.html#_classifiedav.forward',
                                                                                       'm2vsl/more_baselines.py'),
                                       'm2vsl.more_baselines._activations': ('more_baselines.html#_activations', 'm2vsl/more_baselines.py'),
+                                      'm2vsl.more_baselines._cos_maps': ('more_baselines.html#_cos_maps', 'm2vsl/more_baselines.py'),
                                       'm2vsl.more_baselines._maps': ('more_baselines.html#_maps', 'm2vsl/more_baselines.py'),
                                       'm2vsl.more_baselines._rank_weights': ( 'more_baselines.html#_rank_weights',
                                                                               'm2vsl/more_baselines.py'),

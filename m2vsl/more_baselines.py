@@ -41,6 +41,10 @@ def _activations(model:_AVBackbone, img:torch.Tensor)->torch.Tensor:
     for layer in vis.layers[:s]: x = layer(x)
     return vis.proj[str(s)](x).float()
 
+def _cos_maps(v:torch.Tensor, a:torch.Tensor)->torch.Tensor:
+    "`(B,K,h,w)`: cosine of every location of `v` `(B,D,h,w)` with K vectors `a` `(B,K,D)` per clip, in fp32 (maps are made outside autocast)."
+    return torch.einsum('bdhw,bkd->bkhw', v.float(), a.float())
+
 def _maps(m:torch.Tensor, size, cfg)->torch.Tensor:
     "`(B,K,h,w)` grid maps → `(B,K,H,W)`, upsampled by the config's rule and min–max normalised."
     return minmax(upsample(m, size, **upsampling(cfg)))
@@ -113,7 +117,7 @@ def dmc_source_maps(out:dict, size, cfg:DMCConfig, classes)->torch.Tensor:
     order = out['mass'].argsort(-1, descending=True)
     k = order[:, torch.arange(K, device=order.device) % order.shape[1]]                                     # (B, K)
     c = out['ca'][torch.arange(B, device=k.device)[:, None], k]                        # (B, K, D)
-    return _maps(torch.einsum('bdhw,bkd->bkhw', out['v'], c), size, cfg)
+    return _maps(_cos_maps(out['v'], c), size, cfg)
 
 def dmc_map(out:dict, size, cfg:DMCConfig, classes=None)->torch.Tensor:
     "`(B,H,W)`: cosine with the sounding (heaviest) audio centre."
@@ -248,11 +252,11 @@ def walk_loss(out:dict, batch:dict, cfg:MixLocalizeConfig, gather:Callable|None=
 def walk_source_maps(out:dict, size, cfg, classes)->torch.Tensor:
     "`(B,K,H,W)`: cosine with sound node k (cycling when more sources than nodes)."
     B, N = out['s'].shape[:2]; K = torch.as_tensor(classes).reshape(B, -1).shape[1]
-    return _maps(torch.einsum('bdhw,bkd->bkhw', out['v'], out['s'][:, torch.arange(K, device=out['s'].device) % N]), size, cfg)
+    return _maps(_cos_maps(out['v'], out['s'][:, torch.arange(K, device=out['s'].device) % N]), size, cfg)
 
 def walk_map(out:dict, size, cfg, classes=None)->torch.Tensor:
     "`(B,H,W)`: the maximum over sound nodes of the cosine, upsampled, min–max normalised."
-    return _maps(torch.einsum('bdhw,bkd->bkhw', out['v'], out['s']).amax(1, keepdim=True), size, cfg)[:, 0]
+    return _maps(_cos_maps(out['v'], out['s']).amax(1, keepdim=True), size, cfg)[:, 0]
 
 class MixLocalizeMethod(BaselineMethod):
     "Mix-and-Localize: one map per sound node."
@@ -301,7 +305,7 @@ def avgn_loss(out:dict, batch:dict, cfg:AVGNConfig, gather:Callable|None=None)->
 def avgn_class_maps(out:dict, size, cfg, classes:torch.Tensor)->torch.Tensor:
     "`(B,K,H,W)`: cosine of every location with the class-specific audio feature of each class."
     a = F.normalize(out['ga'][torch.arange(len(classes), device=classes.device)[:, None], classes], dim=-1)
-    return _maps(torch.einsum('bdhw,bkd->bkhw', out['v'], a), size, cfg)
+    return _maps(_cos_maps(out['v'], a), size, cfg)
 
 register(ClassAwareMethod('avgn', AVGNConfig, AVGN, avgn_loss, None, class_map=avgn_class_maps,
                           doc='AVGN (Mo & Tian 2023): class tokens group audio and visual features; per-class maps'))

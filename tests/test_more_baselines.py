@@ -11,6 +11,7 @@ from m2vsl import more_baselines as mb
 from m2vsl.checkpoint import save_checkpoint, model_from_checkpoint
 from m2vsl.config import TrainConfig
 from m2vsl.toy import ToyAV
+from m2vsl.runtime import autocast
 from test_baselines import _fake_ddp
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -220,6 +221,20 @@ def test_gradients_finite_and_maps(name):
     else:
         assert torch.equal(sm[:, 0], m) and torch.equal(sm[:, 1], m)                 # class-agnostic
     assert (logits is None) == (name in ('dmc', 'mix_localize', 'c2am'))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_maps_of_a_bf16_forward(name):
+    "Inference runs the model under autocast and makes the maps outside it (m2vsl.inference.Localizer.predict)."
+    torch.manual_seed(0)
+    model, method, cfg = build(name, num_classes=4, dim=16, image_stage=3)
+    model.eval(); batch = _batch()
+    with torch.no_grad():
+        with autocast('bf16', torch.device('cpu')): out = model(batch)
+        m = method.single_map(out, (32, 64), cfg)
+        sm = method.source_maps(out, (32, 64), cfg, torch.tensor([[0, 3], [1, 2], [2, -1]]))
+    assert m.dtype == sm.dtype == torch.float32 and torch.isfinite(m).all() and torch.isfinite(sm).all()
+    assert m.shape == (3, 32, 64) and sm.shape == (3, 2, 32, 64)
 
 
 @pytest.mark.parametrize('name', NAMES)
