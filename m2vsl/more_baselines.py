@@ -228,15 +228,16 @@ class MixLocalizeConfig(BaselineConfig):
     tau:float=0.07                 # temperature of the walk's transitions
 
 class MixLocalize(_AVBackbone):
-    "Shared encoders + K MLP heads on the audio embedding; `forward` → v, s `(B,K,D)` sound nodes."
+    "Shared encoders + the original's region head (1×1 conv, ReLU, 1×1 conv) + K MLP heads on the audio embedding; `forward` → v (regions), s `(B,K,D)` sound nodes."
     def __init__(self, cfg:MixLocalizeConfig|None=None, **kw):
         super().__init__(cfg or MixLocalizeConfig(**kw))
         D = self.cfg.dim
+        self.region = nn.Sequential(nn.Conv2d(D, D, 1), nn.ReLU(), nn.Conv2d(D, D, 1))
         self.heads = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, self.cfg.nodes*D)); self._finish()
 
     def forward(self, batch:dict)->dict:
         v, a = self.encode_image(batch['image']), self.encode_audio(batch['audio'])
-        return dict(v=v, s=F.normalize(self.heads(a).float().view(len(a), self.cfg.nodes, -1), dim=-1))
+        return dict(v=F.normalize(self.region(v).float(), dim=1), s=F.normalize(self.heads(a).float().view(len(a), self.cfg.nodes, -1), dim=-1))
 
 def walk_loss(out:dict, batch:dict, cfg:MixLocalizeConfig, gather:Callable|None=None)->tuple:
     "Cycle loss of the two-step walk sound nodes → regions (of every image) → sound nodes (of every clip)."
