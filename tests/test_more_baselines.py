@@ -312,7 +312,8 @@ def test_hit_rate_of_uninformative_maps():
 #   mix_localize 0.62 0.38 0.00 (one seed of three; with its region head, 1×1–ReLU–1×1 as the original's; without it
 #   0.06 at seed 0: the argmax 1–5 px outside the square in 10 of 16 clips, the halo of stage-1 locations whose receptive
 #   field sees the square, LVS's failure mode in test_baselines, and 13–40 px away in 5; then 1 node 0.31, stage 2 0.00,
-#   τ 0.2 0.00). dmc 0.19: argmax 0–11 px from the square (median 3.5); 4 centres 0.12, stage 2 0.12.
+#   τ 0.2 0.00). dmc 0.19: argmax 0–11 px from the square (median 3.5); 4 centres 0.12, stage 2 0.12, ρ 0.5 × 1 iteration 0.00,
+#   margin 0.2 0.12.
 HIT_RATE_MIN = {'coarse2fine': 0.75, 'avgn': 0.5, 'avs_ws': 0.5, 'dsol': 0.5, 'c2am': 0.5}
 
 
