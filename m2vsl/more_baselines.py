@@ -17,12 +17,11 @@ from .registry import register
 from .baselines import BaselineConfig, _AVBackbone, _global, _classes_1d, infonce, BaselineMethod
 
 # %% auto #0
-__all__ = ['ClassAwareMethod', 'DMCConfig', 'dmc_cluster', 'DMC', 'dmc_loss', 'dmc_source_maps', 'dmc_map', 'DMCMethod',
+__all__ = ['PerSourceMethod', 'ClassAwareMethod', 'DMCConfig', 'dmc_cluster', 'DMC', 'dmc_loss', 'dmc_source_maps', 'dmc_map',
            'Coarse2FineConfig', 'Coarse2Fine', 'c2f_class_features', 'c2f_loss', 'c2f_class_maps', 'DSOLConfig', 'DSOL',
            'dsol_loss', 'dsol_class_maps', 'MixLocalizeConfig', 'MixLocalize', 'walk_loss', 'walk_source_maps',
-           'walk_map', 'MixLocalizeMethod', 'AVGNConfig', 'group', 'AVGN', 'avgn_loss', 'avgn_class_maps',
-           'AVSWSConfig', 'AVSWS', 'avs_ws_loss', 'avs_ws_map', 'AVSWSMethod', 'C2AMConfig', 'C2AM', 'c2am_loss',
-           'c2am_polarity', 'c2am_map']
+           'walk_map', 'AVGNConfig', 'group', 'AVGN', 'avgn_loss', 'avgn_class_maps', 'AVSWSConfig', 'AVSWS',
+           'avs_ws_loss', 'avs_ws_map', 'AVSWSMethod', 'C2AMConfig', 'C2AM', 'c2am_loss', 'c2am_polarity', 'c2am_map']
 
 # %% ../nbs/51_more_baselines.ipynb #088b9557
 class _AVTokens(_AVBackbone):
@@ -59,10 +58,14 @@ def _target_class(labels:torch.Tensor)->torch.Tensor:
     "`(B,)` the first labelled class of each clip (multi-hot `labels` `(B,C)`)."
     return labels.float().argmax(-1)
 
-class ClassAwareMethod(BaselineMethod):
-    "A method whose maps are per class: `class_map(out, size, cfg, classes (B,K))` → `(B,K,H,W)`; classes from its audio classifier when not given."
-    def __init__(self, *a, class_map=None, **kw): super().__init__(*a, **kw); self._cmap = class_map
-    def source_maps(self, out, size, cfg, classes): return self._cmap(out, size, cfg, _source_classes(classes, out['audio_logits']))
+class PerSourceMethod(BaselineMethod):
+    "A baseline with its own multi-source rule `source_map(out, size, cfg, classes (B,K))` → `(B,K,H,W)` (a map per centre, node or class)."
+    def __init__(self, *a, source_map=None, **kw): super().__init__(*a, **kw); self._smap = source_map
+    def source_maps(self, out, size, cfg, classes): return self._smap(out, size, cfg, classes)
+
+class ClassAwareMethod(PerSourceMethod):
+    "A method whose maps are per class; a source's class, when not given (−1), from its audio classifier; single map: the top class."
+    def source_maps(self, out, size, cfg, classes): return super().source_maps(out, size, cfg, _source_classes(classes, out['audio_logits']))
     def single_map(self, out, size, cfg, classes=None):
         B = len(out['audio_logits']); c = _classes_1d(classes, B)
         return self.source_maps(out, size, cfg, torch.full((B, 1), -1) if c is None else c[:, None])[:, 0]
@@ -123,11 +126,7 @@ def dmc_map(out:dict, size, cfg:DMCConfig, classes=None)->torch.Tensor:
     "`(B,H,W)`: cosine with the sounding (heaviest) audio centre."
     return dmc_source_maps(out, size, cfg, torch.zeros(len(out['ca']), 1))[:, 0]
 
-class DMCMethod(BaselineMethod):
-    "DMC: one map per audio centre."
-    def source_maps(self, out, size, cfg, classes): return dmc_source_maps(out, size, cfg, classes)
-
-register(DMCMethod('dmc', DMCConfig, DMC, dmc_loss, dmc_map,
+register(PerSourceMethod('dmc', DMCConfig, DMC, dmc_loss, dmc_map, source_map=dmc_source_maps,
                    doc='DMC (Hu et al. 2019): soft k-means centres per modality, max-margin centre alignment'))
 
 # %% ../nbs/51_more_baselines.ipynb #ed2057a5
@@ -176,7 +175,7 @@ def c2f_class_maps(out:dict, size, cfg, classes:torch.Tensor)->torch.Tensor:
     av = (1 + torch.einsum('bdhw,bd->bhw', out['v'], out['a'].float()))/2
     return _maps(minmax(cam)*av[:, None], size, cfg)
 
-register(ClassAwareMethod('coarse2fine', Coarse2FineConfig, Coarse2Fine, c2f_loss, None, class_map=c2f_class_maps,
+register(ClassAwareMethod('coarse2fine', Coarse2FineConfig, Coarse2Fine, c2f_loss, None, source_map=c2f_class_maps,
                           doc='CoarsetoFine (Qian et al. 2020): CAMs of audio/visual classifiers, then class-specific AV alignment'))
 
 # %% ../nbs/51_more_baselines.ipynb #c55fe8db
@@ -217,7 +216,7 @@ def dsol_class_maps(out:dict, size, cfg, classes:torch.Tensor)->torch.Tensor:
     d = minmax(out['dmap'][torch.arange(B, device=classes.device)[:, None], classes])
     return _maps(d*minmax(torch.einsum('bdhw,bd->bhw', out['v'], out['a']))[:, None], size, cfg)
 
-register(ClassAwareMethod('dsol', DSOLConfig, DSOL, dsol_loss, None, class_map=dsol_class_maps,
+register(ClassAwareMethod('dsol', DSOLConfig, DSOL, dsol_loss, None, source_map=dsol_class_maps,
                           doc='DSOL (Hu et al. 2020): AV matching, object dictionary, category distribution matching'))
 
 # %% ../nbs/51_more_baselines.ipynb #a622f9a3
@@ -259,12 +258,8 @@ def walk_map(out:dict, size, cfg, classes=None)->torch.Tensor:
     "`(B,H,W)`: the maximum over sound nodes of the cosine, upsampled, min–max normalised."
     return _maps(_cos_maps(out['v'], out['s']).amax(1, keepdim=True), size, cfg)[:, 0]
 
-class MixLocalizeMethod(BaselineMethod):
-    "Mix-and-Localize: one map per sound node."
-    def source_maps(self, out, size, cfg, classes): return walk_source_maps(out, size, cfg, classes)
-
-register(MixLocalizeMethod('mix_localize', MixLocalizeConfig, MixLocalize, walk_loss, walk_map,
-                           doc='Mix-and-Localize (Hu et al. 2022): contrastive random walk over regions and sound nodes'))
+register(PerSourceMethod('mix_localize', MixLocalizeConfig, MixLocalize, walk_loss, walk_map, source_map=walk_source_maps,
+                         doc='Mix-and-Localize (Hu et al. 2022): contrastive random walk over regions and sound nodes'))
 
 # %% ../nbs/51_more_baselines.ipynb #397c46eb
 @dataclass
@@ -308,7 +303,7 @@ def avgn_class_maps(out:dict, size, cfg, classes:torch.Tensor)->torch.Tensor:
     a = F.normalize(out['ga'][torch.arange(len(classes), device=classes.device)[:, None], classes], dim=-1)
     return _maps(_cos_maps(out['v'], a), size, cfg)
 
-register(ClassAwareMethod('avgn', AVGNConfig, AVGN, avgn_loss, None, class_map=avgn_class_maps,
+register(ClassAwareMethod('avgn', AVGNConfig, AVGN, avgn_loss, None, source_map=avgn_class_maps,
                           doc='AVGN (Mo & Tian 2023): class tokens group audio and visual features; per-class maps'))
 
 # %% ../nbs/51_more_baselines.ipynb #c31086d3
