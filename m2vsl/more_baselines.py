@@ -127,7 +127,7 @@ def dmc_map(out:dict, size, cfg:DMCConfig, classes=None)->torch.Tensor:
     return dmc_source_maps(out, size, cfg, torch.zeros(len(out['ca']), 1))[:, 0]
 
 register(PerSourceMethod('dmc', DMCConfig, DMC, dmc_loss, dmc_map, source_map=dmc_source_maps,
-                   doc='DMC (Hu et al. 2019): soft k-means centres per modality, max-margin centre alignment'))
+                         doc='DMC (Hu et al. 2019): soft k-means centres per modality, max-margin centre alignment'))
 
 # %% ../nbs/51_more_baselines.ipynb #ed2057a5
 @dataclass
