@@ -1,6 +1,6 @@
 """More baselines (issue 21): each loss against an independent formula on a tiny hand-built batch, gradients, map shapes
 and ranges (single and multi-source), global negatives, checkpoints, and short runs where the map must find the object."""
-import math
+import functools, math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -282,6 +282,7 @@ def hit_rate(maps, gt):
     return gt[torch.arange(len(gt)), am // W, am % W].float().mean().item()
 
 
+@functools.lru_cache(maxsize=None)   # the single-source and the duet test share coarse2fine's run
 def short_run(name, steps=150, lr=1e-3, bs=8, seed=0, **kw)->tuple:
     "(model in eval mode, method, cfg) trained from scratch on fresh single-source ToyAV batches (64 px, 3 classes)."
     torch.manual_seed(seed)
