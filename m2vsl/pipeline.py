@@ -19,8 +19,8 @@ from .config import (NEED, LAUNCH, LOWEST, ParamsError, load_params, check_param
                           model_fields, train_config, launch_options)   # the one params reader (`m2vsl.config`), for the stages
 
 # %% auto #0
-__all__ = ['EVAL_SETS', 'PRETRAIN_DIR', 'TABLES', 'PAPER_ROW', 'dataset', 'write_json', 'train_launched', 'pretrain_config',
-           'export_encoders', 'build_table', 'qualitative_figure', 'line_figure', 'main']
+__all__ = ['EVAL_SETS', 'PRETRAIN_DIR', 'TABLES', 'dataset', 'write_json', 'train_launched', 'pretrain_config', 'export_encoders',
+           'build_table', 'qualitative_figure', 'line_figure', 'main']
 
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 EVAL_SETS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4 (`data.<set>`)
@@ -108,7 +108,6 @@ TABLES = {
         ('single', 'iou@0.5', 'Single IoU@0.5'), ('multi', 'cap', 'Duet CAP')],
         paper_cols=['s4_miou', 's4_fscore', 'ms3_miou', 'ms3_fscore'], rows=['neither', 'mmc_only', 'mmt_only', 'm2vsl']),
 }
-PAPER_ROW = {'table3': {'neither': 'avs_ws'}}   # in Table 3 our 'neither' row is the report's AVS (ws) row (same numbers as its Table 4 'neither')
 
 def _fmt(v, nd=1):
     return '–' if v is None or v != v else f"{v:.{nd}f}"
@@ -133,7 +132,7 @@ def build_table(
     for m in rows:
         ours = [100*metrics.get(m, {}).get(t, {}).get(k, float('nan')) if metrics.get(m, {}).get(t, {}).get(k) is not None
                 else None for t, k, _ in spec['cols']]
-        prow = ptab.get('rows', {}).get(PAPER_ROW.get(name, {}).get(m, m)) if ptab else None
+        prow = ptab.get('rows', {}).get(m) if ptab else None
         rep = [prow[ptab['columns'].index(c)] if prow else None for c, _ in pcols]
         lines.append('| ' + ' | '.join([m] + [_fmt(v) for v in ours] + [_fmt(v, 2) for v in rep]) + ' |')
         recs.append({'method': m, **{c[2]: v for c, v in zip(spec['cols'], ours)}, **{f"{lab} (reported)": v for (_, lab), v in zip(pcols, rep)}})
