@@ -17,10 +17,10 @@ from einops import rearrange
 from .runtime import plain, plain_fields
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STAGE_CH', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18', 'ProjectedFeatures',
-           'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'imagenet_weights_file', 'imagenet_state_dict',
-           'AudioEncoder', 'trunk_modules', 'encoder_weights', 'MMT', 'M2VSL', 'n_params', 'upsample', 'upsampling',
-           'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map', 'source_maps']
+__all__ = ['VARIANTS', 'STAGE_CH', 'MMT_READOUTS', 'UPSAMPLE_MODES', 'ModelConfig', 'variant', 'load_trunk', 'resnet18',
+           'ProjectedFeatures', 'dense', 'cosines', 'paired_cosine', 'pool', 'VisualEncoder', 'imagenet_weights_file',
+           'imagenet_state_dict', 'AudioEncoder', 'trunk_modules', 'encoder_weights', 'MMT', 'M2VSL', 'n_params',
+           'upsample', 'upsampling', 'minmax', 'av_map', 'fuse', 'class_maps', 'localization_map', 'source_maps']
 
 # %% ../nbs/10_model.ipynb #509cb7ee
 @dataclass
@@ -38,6 +38,7 @@ class ModelConfig:
     cls_weight:float=1.0           # weight of the class loss (0 = no class tokens: self-supervised)
     tau:float=0.03                 # temperature of the contrastive loss (EZ-VSL's; the paper gives none)
     cls_tau:float=0.1              # temperature of the class-token/patch similarities
+    mmt_readout:str='visual'       # patches the class tokens are read against: 'visual' (the visual tokens) | 'av' (the audio-gated ones)
     map_mmt_weight:float=0.0       # share of the class-aware (MMT) map in the single-source map (0: the paper's sim(A, V^s))
     source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
     map_upsample:str='bilinear'    # how feature-grid maps reach the image size: 'bilinear' | 'bicubic' (see `upsample`)
@@ -242,12 +243,15 @@ def encoder_weights(
     return {f'{n}.{k}': t.detach().cpu().contiguous() for n, m in mods.items() for k, t in m.state_dict().items()}
 
 # %% ../nbs/10_model.ipynb #aa982b62
+MMT_READOUTS = ('visual', 'av')
+
 class MMT(nn.Module):
     "Self-attention over [P audio-gated patch tokens; C class tokens] → class logits `(B,C)` and maps `(B,C,g,g)`."
     def __init__(self, num_classes:int, dim:int=512, depth:int=3, heads:int=8, grid:int=5, mlp_ratio:float=2.0,
-                 cls_tau:float=0.1, width:int|None=None):
+                 cls_tau:float=0.1, width:int|None=None, readout:str='visual'):
         super().__init__()
-        self.grid, self.cls_tau, w = grid, cls_tau, width or dim
+        if readout not in MMT_READOUTS: raise ValueError(f"MMT readout {readout!r}: choose from {MMT_READOUTS}")
+        self.grid, self.cls_tau, self.readout, w = grid, cls_tau, readout, width or dim
         self.tok_norm = nn.LayerNorm(dim)
         self.tok_in = nn.Linear(dim, w) if w != dim else nn.Identity()
         self.pos = nn.Parameter(torch.zeros(1, grid*grid, w))
@@ -259,13 +263,15 @@ class MMT(nn.Module):
     def forward(self, vis:torch.Tensor, aud:torch.Tensor)->tuple:
         "vis `(B, D, g, g)` pooled visual features, aud `(B, D)` → (logits `(B,C)`, class maps `(B,C,g,g)`)."
         f = rearrange(vis, 'b d h w -> b (h w) d')
-        x = torch.cat([self.tok_in(self.tok_norm(f*aud[:, None])) + self.pos, self.cls_tokens.expand(len(f), -1, -1)], 1)
+        token = lambda t: self.tok_in(self.tok_norm(t)) + self.pos
+        x = torch.cat([token(f*aud[:, None]), self.cls_tokens.expand(len(f), -1, -1)], 1)
         if self.blocks is not None:
             if x.device.type == 'cpu':   # 35-token sequences: the math kernel is faster than CPU flash attention
                 with sdpa_kernel(SDPBackend.MATH): x = self.blocks(x)
             else: x = self.blocks(x)
         P = self.grid*self.grid
-        patches, cls = F.normalize(x[:, :P].float(), dim=-1), F.normalize(x[:, P:].float(), dim=-1)
+        patches = token(f) if self.readout == 'visual' else x[:, :P]    # the class must be found in the image, or in the gated tokens
+        patches, cls = F.normalize(patches.float(), dim=-1), F.normalize(x[:, P:].float(), dim=-1)
         s = torch.einsum('bcd,bpd->bcp', cls, patches)/self.cls_tau
         return s.amax(-1), rearrange(s, 'b c (h w) -> b c h w', h=self.grid)
 
@@ -281,7 +287,7 @@ class M2VSL(nn.Module):
         self.visual = VisualEncoder(cfg.dim, tuple(sorted(set(cfg.mmc_stages) | set(tok))), cfg.pretrained, lazy=True)
         self.audio = AudioEncoder(cfg.dim, cfg.pretrained)
         self.mmt = MMT(cfg.num_classes, cfg.dim, cfg.mmt_depth, cfg.mmt_heads, cfg.mmt_grid, cfg.mmt_mlp_ratio,
-                       cfg.cls_tau, cfg.mmt_dim) if cfg.has_classes else None
+                       cfg.cls_tau, cfg.mmt_dim, cfg.mmt_readout) if cfg.has_classes else None
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
             for p in self.visual.proj.values():   # 1×1 kernels are read as (D, C) matrices: plain strides
