@@ -95,6 +95,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'm2vsl.checkpoint.model_from_checkpoint': ( 'checkpoint.html#model_from_checkpoint',
                                                                               'm2vsl/checkpoint.py'),
                                   'm2vsl.checkpoint.save_checkpoint': ('checkpoint.html#save_checkpoint', 'm2vsl/checkpoint.py'),
+                                  'm2vsl.checkpoint.saved_config': ('checkpoint.html#saved_config', 'm2vsl/checkpoint.py'),
                                   'm2vsl.checkpoint.weights_mismatch': ('checkpoint.html#weights_mismatch', 'm2vsl/checkpoint.py')},
             'm2vsl.cli': { 'm2vsl.cli.InputError': ('cli.html#inputerror', 'm2vsl/cli.py'),
                            'm2vsl.cli._check_file': ('cli.html#_check_file', 'm2vsl/cli.py'),

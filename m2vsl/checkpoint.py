@@ -17,8 +17,8 @@ from .config import TrainConfig
 log = logging.getLogger('m2vsl.checkpoint')
 
 # %% auto #0
-__all__ = ['log', 'CKPT_KEYS', 'CheckpointError', 'clean_temporaries', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint',
-           'weights_mismatch', 'model_from_checkpoint']
+__all__ = ['log', 'CKPT_KEYS', 'FIELDS_ADDED', 'CheckpointError', 'clean_temporaries', 'save_checkpoint', 'load_checkpoint',
+           'find_checkpoint', 'saved_config', 'weights_mismatch', 'model_from_checkpoint']
 
 # %% ../nbs/04_checkpoint.ipynb #7d221fa6
 class CheckpointError(RuntimeError):
@@ -102,6 +102,18 @@ def find_checkpoint(run_dir:str|Path)->dict|None:
                     f"starting from scratch")
     return best
 
+# %% ../nbs/04_checkpoint.ipynb #1370bb65
+FIELDS_ADDED = {   # model field: (a field marking the config class that has it, the behaviour before the field existed)
+    'mmt_readout': ('mmt_depth', 'av'),   # 2026-12-02: class tokens read against the visual tokens (was: the audio-gated ones)
+}
+
+def saved_config(conf:dict)->dict:
+    "A run config as saved in a checkpoint or weights folder, with each model field added since set to the behaviour it was trained with."
+    m = conf.get('model')
+    if not isinstance(m, dict): return conf
+    old = {f: v for f, (mark, v) in FIELDS_ADDED.items() if mark in m and f not in m}
+    return {**conf, 'model': {**old, **m}} if old else conf
+
 # %% ../nbs/04_checkpoint.ipynb #da2dc251
 def weights_mismatch(
     model:nn.Module,   # the model a config describes
@@ -126,7 +138,7 @@ def model_from_checkpoint(
     "Rebuild the trained model from its self-describing checkpoint."
     ck = load_checkpoint(path)
     try:
-        cfg = TrainConfig.from_dict(ck['config'])
+        cfg = TrainConfig.from_dict(saved_config(ck['config']))
         method, _ = _methods.resolve(cfg.method)
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its config is not one this version of m2vsl can build ({type(e).__name__}: {e})") from None

@@ -20,7 +20,7 @@ from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
 from .vision import ImageConfig, ImageTransform, read_image
 from .model import minmax, upsample, upsampling, fuse as _fuse
 from .config import TrainConfig
-from .checkpoint import model_from_checkpoint
+from .checkpoint import model_from_checkpoint, saved_config
 from .data import _classes_file
 
 # %% auto #0
@@ -247,7 +247,7 @@ def from_pretrained(
         except Exception as e: raise PretrainedError(f"{c}: not valid JSON ({e})") from None
         if conf.get('format') != FORMAT: raise PretrainedError(f"{c}: format {conf.get('format')!r}, expected {FORMAT!r}")
         method, _ = _methods.resolve(conf['method'])
-        model = _methods.for_weights(method, method.config_cls.from_dict(conf['model']))
+        model = _methods.for_weights(method, method.config_cls.from_dict(saved_config(conf)['model']))
         try: sd = load_file(str(w))
         except Exception as e: raise PretrainedError(f"{w}: cannot read safetensors ({type(e).__name__}: {e})") from None
         try: model.load_state_dict(sd)

@@ -23,7 +23,7 @@ from .data import DataConfig, build_dataset, collate
 from .model import trunk_modules
 from .runtime import (atomic_write, Dist, setup_distributed, make_gather, _gather_objects, _reduce_mean, seed_all,
                            epoch_seed, sample_seed, rng_state, set_rng_state, resolve_amp, autocast, to_device)
-from .checkpoint import CKPT_KEYS, clean_temporaries, save_checkpoint, load_checkpoint, find_checkpoint
+from .checkpoint import saved_config, CKPT_KEYS, clean_temporaries, save_checkpoint, load_checkpoint, find_checkpoint
 from .config import TrainConfig, load_config
 
 log = logging.getLogger('m2vsl.train')
@@ -219,7 +219,7 @@ def resume(r:Run)->dict|None:
     if cfg.resume == 'auto': ck = find_checkpoint(r.dir)
     elif cfg.resume != 'never': ck = load_checkpoint(cfg.resume); ck['path'] = cfg.resume
     if ck is None: return None
-    old = TrainConfig.from_dict(ck['config'])
+    old = TrainConfig.from_dict(saved_config(ck['config']))
     if old.model != cfg.model or old.method != cfg.method:
         raise ValueError(f"{ck['path']}: checkpoint of a different model ({old.method}, {old.model}); use another run_dir or resume=never")
     r.model.load_state_dict(ck['model']); r.opt.load_state_dict(ck['optimizer'])
