@@ -104,7 +104,8 @@ KITS = {   # kit -> pictures/sounds of each class (in class order), background p
             'xylophone': (['xylophone_*'], 0, (13,)), 'trombone': (['tenor_trombone_*'], 0, (57,)),
             'french_horn': (['french_horn_*'], 0, (60,)), 'oboe': (['oboe_*'], 0, (68,))}),
 }
-KIT_VERSION = '1'
+KIT_VERSION = {'stamps': '1',
+               'clipart': '2'}   # 2: the sampled notes loop inside their sample (1 looped at negative offsets: each note a constant)
 _SR = 16000          # the kits' sounds are stored at the generator's sample rate
 _PIC = 256           # longest side of a stored picture
 _BG = 448            # shortest side of a stored background photograph
@@ -166,7 +167,7 @@ def _sf2_bank(path:Path, bank:int, programs:tuple)->list:
                         r = _SR/s.sample_rate
                         root = ib.base_note if ib.base_note is not None else s.original_pitch
                         lo, hi = ib.key_range if ib.key_range else (0, 127)
-                        ls, le = int((s.start_loop - s.start)*r), int((s.end_loop - s.start)*r)
+                        ls, le = int(s.start_loop*r), int(s.end_loop*r)   # sf2utils gives them from the sample's start
                         out.append((_resample(raw, s.sample_rate), int(root), int(lo), int(hi), ls, le))
             return out
     finally: logging.disable(logging.NOTSET)
@@ -174,10 +175,10 @@ def _sf2_bank(path:Path, bank:int, programs:tuple)->list:
 def prepare_kit(
     kit:str,                   # a key of `KITS`
     cache:str|Path,            # material folder (packages are fetched and extracted here)
-)->Path:                       # `cache/<kit>-v<KIT_VERSION>.pkl`
+)->Path:                       # `cache/<kit>-v<KIT_VERSION[kit]>.pkl`
     "Fetch the kit's packages and store its pictures, sounds and photographs, decoded, in one file (idempotent)."
     if kit not in KITS: raise KeyError(f"unknown kit {kit!r}; choose from {sorted(KITS)}")
-    cache = Path(cache); out = cache/f'{kit}-v{KIT_VERSION}.pkl'
+    cache = Path(cache); out = cache/f'{kit}-v{KIT_VERSION[kit]}.pkl'
     if out.exists(): return out
     spec = KITS[kit]
     bg_tree = fetch_deb(spec['backgrounds'][0], cache)
@@ -207,7 +208,7 @@ def prepare_kit(
             classes[name] = {'pictures': [_picture(p) for p in pics], 'notes': _sf2_bank(sf2, bank, progs),
                              'drums': bank == 128, 'paired': False}
             credits[name] = [p.name for p in pics] + [f'GM bank {bank} program {g}' for g in progs]
-    store = {'kit': kit, 'version': KIT_VERSION, 'classes': classes, 'photos': [_photo(p) for p in photos],
+    store = {'kit': kit, 'version': KIT_VERSION[kit], 'classes': classes, 'photos': [_photo(p) for p in photos],
              'photo_names': [p.name for p in photos], 'credits': credits, 'skipped': skipped,
              'packages': {k: DEBS[k] for k in sorted({spec['objects'], spec['backgrounds'][0], spec.get('sounds')} - {None})}}
     with atomic_write(out) as t: t.write_bytes(pickle.dumps(store, protocol=4))
@@ -232,7 +233,7 @@ def _note(samples:list, key:int, n:int, rng)->np.ndarray:
     x, root, _, _, ls, le = zone[rng.integers(len(zone))]
     rate = 2**((key - root)/12)
     pos = np.arange(n)*rate
-    if le - ls > 32 and le <= len(x): pos = np.where(pos >= le, ls + (pos - ls) % (le - ls), pos)
+    if 0 <= ls and le - ls > 32 and le <= len(x): pos = np.where(pos >= le, ls + (pos - ls) % (le - ls), pos)   # else: played once
     y = np.interp(pos, np.arange(len(x)), x, right=0.).astype(np.float32)
     a = min(n, max(1, int(.01*_SR))); r = min(n - a, int(.08*_SR))
     env = np.ones(n, np.float32); env[:a] = np.linspace(0, 1, a); env[n-r:] *= np.linspace(1, 0, r) if r else 1

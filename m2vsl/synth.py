@@ -547,7 +547,7 @@ def synth_config(
     if any(v < 0 for v in sizes.values()): raise ValueError(f"counts must be ≥ 0: {sizes}")
     if material != 'shapes' and material not in KITS:
         raise ValueError(f"unknown material {material!r}: choose 'shapes' or one of {sorted(KITS)}")
-    kit = {} if material == 'shapes' else dict(material=material, kit_version=KIT_VERSION)
+    kit = {} if material == 'shapes' else dict(material=material, kit_version=KIT_VERSION[material])
     return dict(generator='m2vsl.synth', version=GENERATOR_VERSION, seed=int(seed), n_classes=int(n_classes),
                 **kit, distractor_p=float(distractor_p), image_size=224, sample_rate=16000, seconds=4.0, avs_seconds=5.0,
                 jpeg_quality=90, **sizes)
