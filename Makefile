@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce second-set pipeline-tiny bench readme docs clean-nbs export
+.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce second-set full pipeline-tiny bench readme docs clean-nbs export
 
 ## setup: create .venv from the one pinned lock file (quick no-op when nothing changed)
 setup: $(STAMP)
@@ -60,7 +60,13 @@ reproduce: setup
 ##             with `make reproduce` in a fresh clone of the committed tree (build/second-set); its learning check and
 ##             tables land in reports/second_set/ (~25 min on 2 cores)
 second-set: setup
-	bash tools/second_set.sh
+	bash tools/clone_run.sh second_set --material clipart
+
+## full: the `full` profile (every baseline, Figure 4's batch sizes, a second seed for M2VSL and EZ-VSL) in a fresh clone
+##       of the committed tree sharing this tree's DVC cache (the stages it shares with the last `make reproduce` are
+##       restored, not rerun); its tables, figures and learning check land in reports/full/ (~1 h on 2 cores)
+full: setup
+	bash tools/clone_run.sh full --profile profiles/full.yaml
 
 ## bench: the benchmark suite (the machine's ceiling: native precisions and GEMM GFLOP/s; train step of every method and
 ##        the authors' EZ-VSL; data loader; inference; localize --video on a 30 s clip; metrics) -> bench/out/bench.{json,md}

@@ -45,9 +45,11 @@ def save_pretrained(
     cfg:TrainConfig|dict,         # the run's `TrainConfig` (or its `to_dict()`): method, audio and image configs
     dir:str|Path,                 # output folder (created)
     class_names:list|None=None,   # index → class name (default: the run's `classes.txt`, when found)
+    dtype:str='float32',          # storage of the floating-point tensors: float32 | float16 | bfloat16
 )->Path:                          # `dir`
     "Write `model.safetensors` + `config.json` (no pickle) into `dir`."
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    if dtype not in ('float32', 'float16', 'bfloat16'): raise ValueError(f"dtype {dtype!r}: expected float32, float16 or bfloat16")
     dir = Path(dir); dir.mkdir(parents=True, exist_ok=True)
     names = class_names if class_names is not None else class_names_of(cfg)
     n = getattr(model.cfg, 'num_classes', None) if getattr(model.cfg, 'has_classes', False) else None
@@ -56,8 +58,11 @@ def save_pretrained(
     conf = {'format': FORMAT, 'method': cfg.method, 'model': plain(model.cfg.to_dict()),
             'audio': plain(cfg.audio), 'image': plain(cfg.image),
             'class_names': None if names is None else list(names)}
-    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT})
+    to = getattr(torch, dtype)
+    sd = {k: v.detach().cpu().to(to if v.is_floating_point() else v.dtype).contiguous().clone() for k, v in model.state_dict().items()}
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"{dtype} cannot hold these tensors (values out of range): {bad[:5]}")
+    with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT, 'dtype': dtype})
     with atomic_write(dir/CONFIG_NAME) as p: p.write_text(json.dumps(conf, indent=1))
     return dir
 

@@ -3,8 +3,8 @@
 Checks that `tools/reproduce.sh` (what `make reproduce` runs) produces every table and figure, that a second
 `dvc repro` has nothing to do, and that `dvc metrics show`, `dvc params diff`, `dvc plots show` (offline: image
 plots) and `dvc exp run -S` work. One tiny run (the module's `tiny_run` fixture) serves every slow test here: the
-figures' structure (issue 20), the README's inference examples run as written, and `dvc plots/metrics show` without
-warnings."""
+figures' structure (issue 20), the release stage's weights folder, and `dvc plots/metrics show` without warnings.
+The README's inference examples run as written in a fresh clone of the committed tree (its `release/m2vsl`)."""
 import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -25,7 +25,7 @@ def scratch(tmp_path_factory):
     d = tmp_path_factory.mktemp('pipeline')/'repo'
     files = run('git ls-files -co --exclude-standard', REPO).stdout.split()
     for f in files:
-        if f.startswith(('data/', 'runs/', 'results/', 'metrics/', 'reports/')) or not (REPO/f).is_file(): continue
+        if f.startswith(('data/', 'runs/', 'results/', 'metrics/', 'reports/', 'release/')) or not (REPO/f).is_file(): continue
         (d/f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO/f, d/f)
     shutil.copy(d/'profiles'/'tiny.yaml', d/'params.yaml')
@@ -100,27 +100,44 @@ def readme_examples(text):
     part = text.split('\n## Inference', 1)[1].split('\n## ', 1)[0]
     return re.findall(r"```(bash|python)\n(.*?)```", part, re.S)
 
-@pytest.mark.slow
-def test_readme_inference_example(tiny_run, tmp_path):
-    """The README's inference examples, run as written in a folder laid out as after `make reproduce`: the run's
-    data (the tiny profile's root stands in for data/embedded), its runs/ and the venv; each must write an overlay."""
+def index_examples():
+    "The inference examples as nbs/index.ipynb (the README's source) writes them."
+    nb = json.loads((REPO/'nbs'/'index.ipynb').read_text())
+    return readme_examples('\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown'))
+
+def test_readme_inference_example(tmp_path):
+    """The README's inference examples, run as written in a fresh clone of the committed repository (no data, no
+    training: the released model `release/m2vsl` and its example pair) with the project's venv; each writes an overlay."""
     from PIL import Image
-    blocks = readme_examples((tiny_run/'README.md').read_text())         # the README the run generated from nbs/index.ipynb
+    blocks = readme_examples((REPO/'README.md').read_text())
     assert [lang for lang, _ in blocks] == ['bash', 'python'], blocks
-    assert blocks == readme_examples((REPO/'README.md').read_text()), "README.md is older than nbs/index.ipynb's examples"
-    (tmp_path/'data').mkdir()
-    (tmp_path/'data'/'embedded').symlink_to(tiny_run/'data'/'tiny')
-    (tmp_path/'runs').symlink_to(tiny_run/'runs')
-    (tmp_path/'.venv').symlink_to(BIN.parent)
-    (tmp_path/'example.sh').write_text(blocks[0][1]); (tmp_path/'example.py').write_text(blocks[1][1])
-    out = run('bash -eu example.sh', tmp_path).stdout
+    assert blocks == index_examples(), "README.md is older than nbs/index.ipynb's examples"
+    clone = tmp_path/'clone'
+    run(f'git clone -q {REPO} {clone}', tmp_path)
+    (clone/'.venv').symlink_to(BIN.parent)
+    (clone/'example.sh').write_text(blocks[0][1]); (clone/'example.py').write_text(blocks[1][1])
+    out = run('bash -eu example.sh', clone).stdout
     assert '"peak"' in out and '"top"' in out, out
-    out = run(f'{BIN}/python example.py', tmp_path).stdout
-    frame = sorted((tiny_run/'data'/'tiny'/'vggsound'/'frames').glob('*.jpg'))[0]
+    out = run(f'{BIN}/python example.py', clone).stdout
+    frame = clone/'release'/'m2vsl'/'example.jpg'
     for f in ('overlay.png', 'overlay_python.png'):
-        im = Image.open(tmp_path/f)
+        im = Image.open(clone/f)
         assert im.size == Image.open(frame).size and im.mode == 'RGB', (f, im.size, im.mode)
-    assert len(list(tmp_path.glob('overlay.class-*.png'))) == 3            # --classes: the top-3 classes' overlays
+    assert len(list(clone.glob('overlay.class-*.png'))) == 3            # --classes: the top-3 classes' overlays
+
+@pytest.mark.slow
+def test_release_stage(tiny_run):
+    "The run's `release` stage: a float16 weights folder with its example pair and model card, that loads and localizes."
+    from m2vsl.inference import from_pretrained
+    rel = tiny_run/'release'/'m2vsl'
+    assert sorted(f.name for f in rel.iterdir()) == ['LICENCES.md', 'README.md', 'config.json', 'example.jpg', 'example.wav',
+                                                     'model.safetensors'], sorted(f.name for f in rel.iterdir())
+    assert json.loads((rel/'config.json').read_text())['method'] == 'm2vsl'
+    card = (rel/'README.md').read_text()
+    m = json.loads((tiny_run/'metrics'/'m2vsl.json').read_text())
+    assert f"| single-source pixel AP | {100*m['single']['pixel_ap']:.1f} |" in card, card     # the run's own score
+    r = from_pretrained(rel).localize(rel/'example.jpg', rel/'example.wav')
+    assert r.map.shape == r.size and 0 <= r.map.min() and r.map.max() <= 1
 
 @pytest.mark.slow
 def test_dvc_plots_and_metrics_show_no_warning(tiny_run):

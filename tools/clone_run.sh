@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A profile run in a fresh clone of the committed tree, its results copied back to reports/<name>/. Two callers:
+#   make second-set   tools/clone_run.sh second_set --material clipart
+#       the default profile, unchanged but for its material, on the SECOND embedded set (kit `clipart`: Open Clip Art
+#       instruments, Fluid R3 sampled instrument sounds, MATE photographs; nothing shared with the default kit
+#       `stamps`): checks that what learns on the first set is not tuned to it (~25 min on 2 cores).
+#   make full         tools/clone_run.sh full --profile profiles/full.yaml
+#       the `full` profile: every baseline, Figure 4's batch sizes, a second seed. It runs on this tree's data, and the
+#       clone shares this tree's DVC cache, so the stages it has in common with this tree's last `make reproduce`
+#       (same code, data and parameters: the pretraining, the default profile's methods) are restored from the cache
+#       by `dvc repro`, not run again.
+# The clone runs the real pipeline (`make reproduce`), so a profile goes through exactly the code, stages and settings
+# of the committed tree. What comes back: the learning check, the tables and the figures.
+#   CLONE_DIR   where the clone lives (default build/<name>; removed first, kept afterwards for inspection)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$PWD
+name=${1:?usage: tools/clone_run.sh NAME [--profile FILE] [--material KIT]}; shift
+profile=params.yaml; material=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --profile) profile=$2; shift 2;;
+    --material) material=$2; shift 2;;
+    *) echo "clone_run: unknown option $1" >&2; exit 2;;
+  esac
+done
+dir=${CLONE_DIR:-build/$name}
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "clone_run: the clone takes the committed tree; commit (or stash) your changes first:" >&2
+  git status --short --untracked-files=no >&2
+  exit 1
+fi
+rm -rf "$dir"
+git clone -q --no-hardlinks "$here" "$dir"
+commit=$(git -C "$dir" rev-parse --short HEAD)                      # what the clone runs
+ln -s "$here/.venv" "$dir/.venv"                                  # the same environment
+mkdir -p "$dir/data"
+[ -d data/material ] && ln -s "$here/data/material" "$dir/data/material"   # the kits' .debs already fetched here
+cp "$profile" "$dir/params.yaml"
+# the profile's params, but for the material and where the generated set goes
+root=$("$here/.venv/bin/python" - "$dir/params.yaml" "$material" <<'PY'
+import sys, yaml
+from m2vsl.config import load_params   # the package's one reader of params files (checks the file too)
+path, material = sys.argv[1:]
+p = load_params(path)
+if material:
+    if 'generate' not in p: sys.exit(f"{path}: the profile has no `generate:` section; another material needs a generated benchmark")
+    p['generate']['material'] = material
+    p['data']['root'] = f'data/second_{material}'
+    yaml.safe_dump(p, open(path, 'w'), sort_keys=False)
+print(p['data']['root'])
+PY
+)
+if [ -z "$material" ] && [ -d "$root" ]; then
+  # same data as this tree: copy it (the clone checks it against data.dvc) and share this tree's DVC cache
+  mkdir -p "$dir/$(dirname "$root")" && cp -r --reflink=auto "$root" "$dir/$root"
+  ( cd "$dir" && .venv/bin/dvc cache dir --local "$here/.dvc/cache" )
+fi
+( cd "$dir" && bash tools/reproduce.sh )
+out=reports/$name
+rm -rf "$out"; mkdir -p "$out/figures"
+cp "$dir/reports/tables/"*.md "$dir/reports/tables/"*.csv "$out/"
+cp "$dir/reports/figures/"*.png "$out/figures/"
+cp "$dir/metrics/learning.json" "$out/learning.json"
+{ echo "# Profile run \`$name\`"; echo
+  echo "The profile \`$profile\` of commit \`$commit\`${material:+, unchanged but for \`generate.material: $material\` and \`data.root: $root\`},"
+  echo "run through \`make reproduce\` in a fresh clone by \`tools/clone_run.sh\` ($(date -u +%F)). Tables: \`table1.md\` … \`table4.md\`,"
+  echo "\`seeds.md\`; figures: \`figures/\`."; echo
+  cat "$out/learning.md"; } > "$out/README.md"
+echo "clone_run: results in $out/ (learning check: $out/README.md)"
