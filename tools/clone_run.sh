@@ -54,7 +54,9 @@ PY
 if [ -z "$material" ] && [ -d "$root" ]; then
   # same data as this tree: copy it (the clone checks it against data.dvc) and share this tree's DVC cache
   mkdir -p "$dir/$(dirname "$root")" && cp -r --reflink=auto "$root" "$dir/$root"
-  ( cd "$dir" && .venv/bin/dvc cache dir --local "$here/.dvc/cache" )
+  # the outputs the committed dvc.lock records, from the shared cache: `dvc repro` then skips the stages they belong to
+  # when nothing they depend on differs (a stage whose outputs are missing would run again)
+  ( cd "$dir" && .venv/bin/dvc cache dir --local "$here/.dvc/cache" && { .venv/bin/dvc checkout -q || true; } )
 fi
 ( cd "$dir" && bash tools/reproduce.sh )
 out=reports/$name
