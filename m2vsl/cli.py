@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .runtime import atomic_write
-from .inference import from_pretrained, overlay, Localizer, Behind
+from .inference import from_pretrained, overlay, blend, Localizer, Behind
 from .audio import AudioError
 from .vision import ImageError
 from .checkpoint import CheckpointError
@@ -22,7 +22,7 @@ from .data import guess_layout
 from .prepare import decode_audio
 
 # %% auto #0
-__all__ = ['IMAGE_EXT', 'AUDIO_EXT', 'InputError', 'localize_pair', 'read_video_audio', 'localize_video', 'folder_pairs',
+__all__ = ['X264', 'IMAGE_EXT', 'AUDIO_EXT', 'InputError', 'localize_pair', 'read_video_audio', 'localize_video', 'folder_pairs',
            'add_train', 'train_main', 'add_evaluate', 'evaluate_main', 'check_data', 'add_check_data',
            'check_data_main', 'add_signature', 'localize_main', 'main']
 
@@ -80,6 +80,8 @@ def read_video_audio(path:Path)->tuple:
     if a is None: raise InputError(f"{path}: the audio track has no samples")
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), int(sr)
 
+X264 = {'crf': '18', 'preset': 'ultrafast'}   # the overlay video's quality (crf) and x264's speed
+
 _COPY_OK = {'.mp4': {'aac', 'mp3', 'ac3', 'eac3', 'opus', 'alac', 'flac'}, '.mov': {'aac', 'mp3', 'ac3', 'alac', 'pcm_s16le'},
             '.mkv': None}
 
@@ -95,6 +97,7 @@ def localize_video(
 )->dict:                        # the JSON written next to `out` (`<out>.json`)
     "Heat-map overlay video with the original audio, and `<out stem>.json` of per-frame peaks and top classes."
     import av
+    from av.video.reformatter import VideoReformatter
     from tqdm.auto import tqdm
     _check_file(video, 'video')
     wav, sr = read_video_audio(video)
@@ -111,7 +114,7 @@ def localize_video(
             W, H = vin.codec_context.width, vin.codec_context.height
             vout = dst.add_stream('libx264', rate=rate)
             vout.width, vout.height, vout.pix_fmt = W - W % 2, H - H % 2, 'yuv420p'
-            vout.options = {'crf': '18', 'preset': 'veryfast'}
+            vout.options = dict(X264)
             ok = _COPY_OK.get(out.suffix.lower(), set())
             copy = ok is None or ain.codec_context.name in ok
             aout = dst.add_stream_from_template(ain) if copy else dst.add_stream('aac', rate=sr)
@@ -120,18 +123,20 @@ def localize_video(
             bar = tqdm(total=n_in, desc=f"localize {video.name}", unit='frame', disable=not progress)
             vout.time_base = Fraction(1)/rate
             vin.thread_type = 'AUTO'                    # FFmpeg's own decoding threads
-            def decoded():                              # (frame image, time): runs in `Localizer.stream`'s thread, ahead
+            S, rgb, small = loc.image_cfg.size, VideoReformatter(), VideoReformatter()   # each keeps its swscale context
+            def decoded():                              # (RGB frame, time, its S×S copy): runs in `Localizer.stream`'s thread, ahead
                 it, n = src.decode(vin), 0
                 while True:
                     try: fr = next(it)
                     except StopIteration: return
                     except av.error.FFmpegError as e: raise InputError(f"{video}: cannot decode the video stream ({e})") from None
-                    yield fr.to_image(), (float(fr.time) if fr.time is not None else n/float(rate)); n += 1
+                    f = rgb.reformat(fr, format='rgb24')
+                    yield (f.to_ndarray(), float(fr.time) if fr.time is not None else n/float(rate),
+                           small.reformat(f, width=S, height=S, interpolation='BICUBIC').to_ndarray()); n += 1
             def encode(item):                           # runs in the `Behind` thread, behind the model
                 i, im, m = item
-                o = overlay(im, m, alpha)
-                if o.size != (vout.width, vout.height): o = o.crop((0, 0, vout.width, vout.height))
-                f = av.VideoFrame.from_image(o); f.pts = i; f.time_base = Fraction(1)/rate
+                o = blend(im, m, alpha)[:vout.height, :vout.width]
+                f = av.VideoFrame.from_ndarray(np.ascontiguousarray(o), format='rgb24'); f.pts = i; f.time_base = Fraction(1)/rate
                 for p in vout.encode(f): dst.mux(p)
             idx = 0
             with Behind(encode, depth=2*batch_size) as enc, contextlib.closing(loc.stream(decoded(), wav, sr, batch_size, top_k, classes)) as st:

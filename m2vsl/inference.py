@@ -4,7 +4,7 @@
 
 # %% ../nbs/70_inference.ipynb #c4097a6e
 from __future__ import annotations
-import contextlib, json, queue, threading
+import contextlib, functools, json, queue, threading
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from safetensors.torch import save_file, load_file
 
 import m2vsl.methods as _methods
 from .runtime import atomic_write, autocast, resolve_amp, plain
-from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio
+from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio, to_mono, resample, crop_window
 from .vision import ImageConfig, ImageTransform, read_image
 from .model import minmax, upsample, upsampling, fuse as _fuse
 from .config import TrainConfig
@@ -25,7 +25,7 @@ from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'overlay']
+           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'blend', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -340,7 +340,7 @@ class Behind:
 # %% ../nbs/70_inference.ipynb #a3984584
 @patch
 def stream(self:Localizer,
-    frames,                      # iterable of (image, time in s): PIL images (e.g. decoded video frames), any size
+    frames,                      # iterable of (image, time in s[, its S×S copy]): PIL images or (H, W, 3) uint8 arrays (e.g. decoded video frames), any size
     wav:torch.Tensor,            # (channels, samples) audio track (from `load_audio`)
     sr:int,                      # its sample rate
     batch_size:int=16,
@@ -349,11 +349,13 @@ def stream(self:Localizer,
     depth:int=2,                 # batches made ahead of the model
 ):                               # generator of (image, time, window start, `Localization`) per frame, in order
     "Localize each frame against the audio window centred on its time, with decoding and input making a batch ahead."
-    duration = wav.shape[-1]/sr
+    c, duration = self.audio_cfg, wav.shape[-1]/sr
+    mono = resample(to_mono(wav.float()), sr, c.sample_rate)        # `AudioFrontEnd.waveform`'s steps, once for the track
     def prepare(buf):
-        starts = [self.window_start(t, duration) for _, t in buf]
-        x = torch.stack([self.transform(im)[0] for im, _ in buf])
-        return buf, starts, x, torch.stack([self.spectrogram(wav, sr, s) for s in starts])
+        starts = [self.window_start(f[1], duration) for f in buf]
+        x = torch.stack([self.transform(self.load_image(f[-1] if len(f) > 2 else f[0]))[0] for f in buf])
+        specs = self.front(torch.stack([crop_window(mono, c.n_samples, int(s*c.sample_rate)) for s in starts]))
+        return buf, starts, x, specs
     def batches():
         buf = []
         for f in frames:
@@ -362,22 +364,45 @@ def stream(self:Localizer,
         if buf: yield prepare(buf)
     with contextlib.closing(ahead(batches(), depth)) as it:
         for buf, starts, x, specs in it:
-            res = self.predict([im for im, _ in buf], specs, top_k, class_maps, inputs=x, scales=False)
-            yield from ((im, t, s, r) for (im, t), s, r in zip(buf, starts, res))
+            sizes = [np.shape(f[0])[:2] if isinstance(f[0], np.ndarray) else f[0].size[::-1] for f in buf]
+            res = self.predict([f[0] for f in buf], specs, top_k, class_maps, sizes, inputs=x, scales=False)
+            yield from ((f[0], f[1], s, r) for f, s, r in zip(buf, starts, res))
 
 # %% ../nbs/70_inference.ipynb #e38c93e8
+@functools.lru_cache(maxsize=None)
+def _colours(cmap:str)->np.ndarray:
+    "A matplotlib colormap's lookup table: `(N, 3)` float32 colours in 0..255."
+    import matplotlib
+    cm = matplotlib.colormaps[cmap]
+    return (cm(np.arange(cm.N))[:, :3]*255).astype(np.float32)
+
+def blend(
+    image:np.ndarray,       # (H, W, 3) RGB, uint8 (or float in 0..255)
+    map:np.ndarray,         # (H, W) map in [0, 1]
+    alpha:float=0.5,        # weight of the colour map
+    cmap:str='jet',         # a matplotlib colormap name
+)->np.ndarray:              # (H, W, 3) uint8
+    "`(1 − α)·image + α·colour(map)`, rounded to uint8."
+    lut = _colours(cmap)
+    idx = (np.clip(map, 0, 1).astype(np.float32)*np.float32(len(lut))).astype(np.intp)
+    np.minimum(idx, len(lut) - 1, out=idx)                  # v = 1 takes the last colour
+    out = image*np.float32(1 - alpha)
+    out += np.take(np.float32(alpha)*lut + np.float32(0.5), idx, axis=0)    # + 0.5, then truncation: rounding
+    if not 0 <= alpha <= 1: np.clip(out, 0, 255.5, out=out)
+    return out.astype(np.uint8)
+
 def overlay(
-    image,                  # path (read at its own size), PIL image or (H, W, 3) array
+    image,                  # path (read at its own size), PIL image or (H, W, 3) array (uint8, or float in [0, 1])
     map:np.ndarray,         # (h, w) map in [0, 1] (resized to the image when sizes differ)
     alpha:float=0.5,        # weight of the colour map
     cmap:str='jet',         # a matplotlib colormap name
 )->Image.Image:             # RGB image of the image's size
     "Colour heat-map blend of `map` over `image`."
-    import matplotlib
     if isinstance(image, (str, Path)): image = read_image(image)
-    im = np.asarray(image.convert('RGB') if isinstance(image, Image.Image) else image, dtype=np.float32)
-    if im.max() <= 1.0 and not isinstance(image, Image.Image): im = im*255
-    m = torch.as_tensor(np.asarray(map, dtype=np.float32))
-    if tuple(m.shape) != im.shape[:2]: m = torch.from_numpy(_resize(m, im.shape[:2]))
-    col = matplotlib.colormaps[cmap](np.clip(m.numpy(), 0, 1))[..., :3]*255
-    return Image.fromarray(np.clip((1 - alpha)*im + alpha*col, 0, 255).round().astype(np.uint8))
+    im = np.asarray(image.convert('RGB') if isinstance(image, Image.Image) else image)
+    if im.dtype != np.uint8:
+        im = im.astype(np.float32)
+        im = np.clip(im*255 if im.max() <= 1.0 else im, 0, 255)
+    m = np.asarray(map, dtype=np.float32)
+    if m.shape != im.shape[:2]: m = _resize(torch.from_numpy(m), im.shape[:2])
+    return Image.fromarray(blend(im, m, alpha, cmap))

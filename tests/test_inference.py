@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import m2vsl.methods as methods
-from m2vsl.inference import save_pretrained, from_pretrained, overlay
+from m2vsl.inference import save_pretrained, from_pretrained, overlay, blend
 from m2vsl.runtime import resolve_amp
 from m2vsl.synth import make_clip, make_classes
 from m2vsl.config import TrainConfig
@@ -153,6 +153,63 @@ def test_video_pcm_audio_reencoded(work, tmp_path):
     x = clip['audio'][:len(y)]
     best = max(np.corrcoef(x[:len(x)-k], y[k:len(x)])[0, 1] for k in range(0, 3000, 1))
     assert best > 0.9, best
+
+
+def reference_overlay(im, m, alpha, cmap='jet'):
+    "The overlay's definition as first written: matplotlib's float64 colours, blended in float, rounded."
+    import matplotlib
+    col = matplotlib.colormaps[cmap](np.clip(m, 0, 1))[..., :3]*255
+    return np.clip((1 - alpha)*im.astype(np.float32) + alpha*col, 0, 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize('alpha,cmap', [(0.5, 'jet'), (0.35, 'jet'), (1.0, 'jet'), (0.6, 'viridis'), (1.5, 'jet')])
+def test_fast_overlay_matches_its_definition(alpha, cmap):
+    "Issue 22: the lookup-table blend (video and image paths) is the matplotlib float blend, within one level of 255."
+    rng = np.random.default_rng(1)
+    im = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 1, 7, 7), (90, 160), mode='bilinear', align_corners=True)[0, 0].numpy()
+    for m in (smooth, rng.random((90, 160), dtype=np.float32), np.zeros((90, 160), np.float32), np.ones((90, 160), np.float32)):
+        ref = reference_overlay(im, m, alpha, cmap)
+        for got in (blend(im, m, alpha, cmap), np.asarray(overlay(im, m, alpha, cmap)), np.asarray(overlay(Image.fromarray(im), m, alpha, cmap))):
+            d = np.abs(got.astype(int) - ref)
+            assert got.dtype == np.uint8 and got.shape == im.shape and d.max() <= 1, (alpha, cmap, d.max())
+    # a float image in [0, 1] and a map at another size (resized to the image) as before
+    imf, small = im/255.0, smooth[::3, ::3].copy()
+    from m2vsl.inference import _resize
+    d = np.abs(np.asarray(overlay(imf, small, alpha, cmap)).astype(int) - reference_overlay(imf*255, _resize(torch.from_numpy(small), (90, 160)), alpha, cmap))
+    assert d.max() <= 1, d.max()
+
+
+def test_video_odd_size_lossless_input(work, tmp_path):
+    """An odd-sized input (FFV1 in Matroska, 4:4:4, PCM audio): the overlay video has each of its frames, at its size less
+    the odd pixel (H.264 4:2:0), with the audio, and it is the overlay of the decoded frame (not a blank or shifted one)."""
+    d, clip = work
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((65, 47))) for f in clip['frames']])
+    src = tmp_path/'odd.mkv'
+    with av.open(str(src), 'w') as c:
+        v = c.add_stream('ffv1', rate=FPS); v.width, v.height, v.pix_fmt = 65, 47, 'yuv444p'
+        a = c.add_stream('pcm_s16le', rate=SR); a.layout = 'mono'
+        for i, f in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(f, format='rgb24'); fr.pts = i
+            for p in v.encode(fr): c.mux(p)
+        for p in v.encode(None): c.mux(p)
+        x = np.round(clip['audio']*32767).astype(np.int16)
+        for i in range(0, len(x), 1024):
+            fr = av.AudioFrame.from_ndarray(x[None, i:i+1024].copy(), format='s16', layout='mono'); fr.sample_rate = SR; fr.pts = i
+            for p in a.encode(fr): c.mux(p)
+        for p in a.encode(None): c.mux(p)
+    out = tmp_path/'odd.mp4'
+    p = cli('--checkpoint', d/'weights', '--video', src, '--out', out, '--alpha', '0')
+    assert p.returncode == 0, p.stderr
+    got, auds, samples = probe(out)
+    assert len(got) == len(frames) and got[0].shape == (46, 64, 3) and auds == [('aac', SR)]
+    assert abs(samples - SR*SECONDS) < 0.05*SR*SECONDS, samples
+    # alpha 0: the overlay is the frame itself, so the output is the input less the odd pixel, up to 4:2:0 and H.264 at crf 18
+    rt = [av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:46, :64]), format='rgb24').reformat(format='yuv420p').to_ndarray(format='rgb24')
+          for f in frames]                                        # the 4:2:0 round trip alone (sharp colour edges lose a lot)
+    err = np.mean([np.abs(g.astype(int) - r).mean() for g, r in zip(got, rt)])
+    shifted = np.mean([np.abs(g[:, 1:].astype(int) - r[:, :-1]).mean() for g, r in zip(got, rt)])
+    assert err < 3 and err < shifted/2, (err, shifted)
 
 
 def test_image_and_folder_modes(work, tmp_path):
