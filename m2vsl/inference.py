@@ -57,12 +57,13 @@ def save_pretrained(
         raise ValueError(f"{len(names)} class names for a model with {n} classes")
     conf = {'format': FORMAT, 'method': cfg.method, 'model': plain(model.cfg.to_dict()),
             'audio': plain(cfg.audio), 'image': plain(cfg.image),
-            'class_names': None if names is None else list(names)}
+            'class_names': None if names is None else list(names), 'dtype': dtype}
     to = getattr(torch, dtype)
     sd = {k: v.detach().cpu().to(to if v.is_floating_point() else v.dtype).contiguous().clone() for k, v in model.state_dict().items()}
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad: raise ValueError(f"{dtype} cannot hold these tensors (values out of range): {bad[:5]}")
-    with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT, 'dtype': dtype})
+    # one metadata key: safetensors writes its metadata map in no fixed order, and the released file must be byte-stable
+    with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT})
     with atomic_write(dir/CONFIG_NAME) as p: p.write_text(json.dumps(conf, indent=1))
     return dir
 
