@@ -158,7 +158,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     for f in ['reports/tables/table1.md', 'reports/tables/table2.md', 'reports/tables/table3.md', 'reports/tables/table4.md',
               'reports/tables/summary.md', 'reports/figures/fig3_single.png', 'reports/figures/fig4_batch_size.png',
               'reports/figures/training_curves.png', 'reports/train/m2vsl.ipynb', 'metrics/m2vsl.json', 'README.md',
-              'runs/pretrain/encoders.safetensors', 'metrics/untrained_ezvsl.json', 'reports/tables/learning.md']:
+              'runs/pretrain/encoders.safetensors', 'metrics/references/untrained_ezvsl.json', 'reports/tables/learning.md']:
         assert (scratch/f).exists(), f
     # every method started from the shared pretraining's encoders, and the learning check reports each method
     cfg = json.loads((scratch/'runs/ezvsl/history.json').read_text())['config']
@@ -183,7 +183,7 @@ def test_tiny_pipeline_end_to_end(tiny_run):
     assert '<img' in page and 'fig4_batch_size' in page          # images render offline (no vega from a CDN)
     exp = run('dvc exp run -S profile=tiny-experiment', scratch)   # a parameter only the tables stage reads
     out = exp.stdout + exp.stderr
-    assert "Running stage 'tables'" in out and "Running stage 'centre_prior'" not in out, out[-3000:]
+    assert "Running stage 'tables'" in out and "Running stage 'references'" not in out, out[-3000:]
 
 
 def test_data_hash_check_on_a_fresh_clone(tmp_path):

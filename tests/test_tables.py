@@ -18,9 +18,11 @@ def run_tables(tmp_path, methods, sets, refs=()):
     p['methods'] = list(methods); p['evaluate']['sets'] = list(sets)
     (tmp_path/'params.yaml').write_text(yaml.safe_dump(p))
     (tmp_path/'metrics').mkdir()
+    (tmp_path/'metrics'/'references').mkdir()
     for m in list(methods) + list(refs):
-        full = json.loads((REPO/'metrics'/f'{m}.json').read_text())
-        (tmp_path/'metrics'/f'{m}.json').write_text(json.dumps({k: v for k, v in full.items() if not isinstance(v, dict) or k in sets}))
+        sub = 'references/' if m in refs else ''
+        full = json.loads((REPO/'metrics'/f'{sub}{m}.json').read_text())
+        (tmp_path/'metrics'/f'{sub}{m}.json').write_text(json.dumps({k: v for k, v in full.items() if not isinstance(v, dict) or k in sets}))
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     r = subprocess.run([str(BIN/'papermill'), '--no-progress-bar', '--cwd', str(tmp_path), '-k', 'python3', '--language', 'python',
                         str(REPO/'pipeline'/'tables.ipynb'), str(tmp_path/'tables.ipynb'),
