@@ -135,9 +135,17 @@ def test_release_stage(tiny_run):
     licences = (tiny_run/load_params(tiny_run/'params.yaml')['data']['root']/'LICENCES.md').exists()   # a kit's data has them
     assert sorted(f.name for f in rel.iterdir()) == ['LICENCES.md']*licences + ['README.md', 'config.json', 'example.jpg',
                                                      'example.wav', 'model.safetensors'], sorted(f.name for f in rel.iterdir())
-    assert json.loads((rel/'config.json').read_text())['method'] == 'm2vsl'
+    conf = json.loads((rel/'config.json').read_text())
+    assert conf['method'] == 'm2vsl'
     card = (rel/'README.md').read_text()
     m = json.loads((tiny_run/'metrics'/'m2vsl.json').read_text())
+    # the evaluation measured at evaluate.image_size (the tiny profile: 96 px, trained at 64), the references too, and the
+    # released model localizes at that size, so what `m2vsl localize` shows is what the card scores
+    p = load_params(tiny_run/'params.yaml')
+    assert p['evaluate']['image_size'] != p['image']['size']
+    ref = json.loads((tiny_run/'metrics'/'references'/'centre_prior.json').read_text())
+    assert m['image_size'] == ref['image_size'] == conf['image']['size'] == p['evaluate']['image_size'], (m, ref, conf['image'])
+    assert f"{p['image']['size']} px frames (it localizes at {p['evaluate']['image_size']} px" in card, card
     assert f"| single-source pixel AP | {100*m['single']['pixel_ap']:.1f} |" in card, card     # the run's own score
     r = from_pretrained(rel).localize(rel/'example.jpg', rel/'example.wav')
     assert r.map.shape == r.size and 0 <= r.map.min() and r.map.max() <= 1
