@@ -5,6 +5,7 @@
 # %% ../nbs/71_cli.ipynb #f2b917d4
 from __future__ import annotations
 import argparse, builtins, contextlib, json, sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -237,6 +238,9 @@ def add_evaluate(sub):
     e.add_argument('--list-file', default=None, help="with --root: an id list instead of the layout's default")
     e.add_argument('--sets', nargs='*', default=None, help="with --params: the data sections to score (default: evaluate.sets)")
     e.add_argument('--batch-size', type=int, default=None, help="default: the params file's evaluate.batch_size, else m2vsl.evaluate's")
+    e.add_argument('--image-size', type=int, default=None,
+                   help="frames at this size (default: with --params its evaluate.image_size, else image.size, as the pipeline's "
+                        "evaluate stage; with --root the checkpoint's own)")
     e.add_argument('--device', default='cpu')
     e.add_argument('--amp', default=None, choices=('auto', 'none', 'bf16', 'fp16'), help="default: the params file's train.amp, else none")
     e.add_argument('--out', type=Path, default=None, help='also write the metrics (JSON) here')
@@ -246,7 +250,7 @@ def add_evaluate(sub):
 def evaluate_main(a)->int:
     from m2vsl.data import DataConfig, build_dataset
     from m2vsl.evaluate import evaluate, eval_task, evaluate_options
-    model, audio, image = load_model(a.checkpoint, a.device)
+    model, audio, image = load_model(a.checkpoint, a.device, a.image_size)
     p = None
     if a.root is not None:
         d = DataConfig(str(a.root), a.layout or guess_layout(a.root), a.split, list_file=a.list_file)
@@ -256,7 +260,9 @@ def evaluate_main(a)->int:
         from m2vsl.config import load_params, data_config, front_ends
         p = load_params(a.params); ev = p.get('evaluate') or {}
         names = a.sets or [k for k in ev.get('sets', p['data']) if isinstance(p['data'].get(k), dict) and k != 'train']
-        sets = {k: (data_config(p, k), *front_ends(p)) for k in names}
+        au, im = front_ends(p, test=True)                                    # evaluation's front ends (evaluate.image_size)
+        if a.image_size is not None: im = replace(im, size=a.image_size)
+        sets = {k: (data_config(p, k), au, im) for k in names}
     out = {}
     for name, (d, au, im) in sets.items():
         task = eval_task(d)
@@ -370,6 +376,9 @@ def _parser()->argparse.ArgumentParser:
     l.add_argument('--top-k', type=int, default=3, help='classes reported per image/frame')
     l.add_argument('--alpha', type=float, default=0.5, help='weight of the heat map in the overlay')
     l.add_argument('--batch-size', type=int, default=16)
+    l.add_argument('--image-size', type=int, default=None,
+                   help="frames the network sees (default: the size in the checkpoint: a released folder's, the size its scores "
+                        "were measured at; a training checkpoint's, the size it was trained at)")
     l.add_argument('--device', default='cpu')
     l.add_argument('--amp', default='auto', choices=('auto', 'none', 'bf16', 'fp16'),
                    help="autocast: 'auto' = bf16 where the hardware has it, 'none' = fp32")
@@ -387,7 +396,7 @@ def localize_main(a)->int:
     if a.image is not None: _check_file(a.image, 'image'); _check_file(a.audio, 'audio')
     if a.video is not None: _check_file(a.video, 'video')
     if a.folder is not None: pairs = folder_pairs(a.folder)
-    loc = from_pretrained(a.checkpoint, device=a.device, amp=a.amp)
+    loc = from_pretrained(a.checkpoint, device=a.device, amp=a.amp, image_size=a.image_size)
     if a.image is not None:
         r = localize_pair(loc, a.image, a.audio, a.out, a.classes, a.top_k, a.alpha)
         print(json.dumps({k: r[k] for k in ('out', 'peak', 'top')}))

@@ -5,7 +5,7 @@
 # %% ../nbs/05_config.ipynb #58682f91
 from __future__ import annotations
 import math, numbers
-from dataclasses import dataclass, field, fields, asdict, MISSING
+from dataclasses import dataclass, field, fields, asdict, replace, MISSING
 from pathlib import Path
 
 import yaml
@@ -147,9 +147,14 @@ def load_params(
     if missing: raise KeyError(f"{path}: missing section(s) {missing}")
     return check_params(p, path, train)
 
-def front_ends(p:dict)->tuple:
-    "`(AudioConfig, ImageConfig)` from the `audio` and `image` sections."
-    return AudioConfig(**p['audio']), ImageConfig(**p['image'])
+def front_ends(
+    p:dict,            # a params file as `load_params` reads it
+    test:bool=False,   # the front ends of evaluation: frames at `evaluate.image_size` (absent: `image.size`)
+)->tuple:              # (AudioConfig, ImageConfig)
+    "`(AudioConfig, ImageConfig)` from the `audio` and `image` sections (with `test`, at the size evaluation measures at)."
+    a, i = AudioConfig(**p['audio']), ImageConfig(**p['image'])
+    size = (p.get('evaluate') or {}).get('image_size') if test else None
+    return a, (i if size is None else replace(i, size=size))
 
 def data_config(p:dict, key:str, **kw)->DataConfig:
     "The `DataConfig` of `data.<key>` (`train` or an evaluation set): its folder is `data.root/<path>`."
@@ -227,6 +232,10 @@ def check_params(
         for k, v in launch.items():   # train.nproc_per_node: a whole number ≥ 1
             s[k] = _typed(v, 'int', f"{path}: {train}.{k}")
             if s[k] < 1: raise ParamsError(f"{path}: {train}.{k}: {v!r} must be ≥ 1")
+    ev = p.get('evaluate')
+    if isinstance(ev, dict) and ev.get('image_size') is not None:   # the test frames' size: a whole number of pixels > 0
+        ev = p['evaluate'] = {**ev, 'image_size': _typed(ev['image_size'], 'int', f"{path}: evaluate.image_size")}
+        if ev['image_size'] <= 0: raise ParamsError(f"{path}: evaluate.image_size: {ev['image_size']!r} must be > 0")
     a = p.get('audio') or {}
     if a.get('win_length', 0) > a.get('n_fft', AudioConfig.n_fft):
         raise ParamsError(f"{path}: audio.win_length: {a['win_length']!r} must be ≤ audio.n_fft ({a.get('n_fft', AudioConfig.n_fft)})")

@@ -5,7 +5,7 @@
 # %% ../nbs/70_inference.ipynb #c4097a6e
 from __future__ import annotations
 import contextlib, functools, json, queue, threading
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +241,8 @@ def from_pretrained(
     device:str='cpu',
     amp:str='auto',                # autocast mode for inference ('auto': bf16 where the hardware has it)
     class_names:list|None=None,    # override the stored class names
+    image_size:int|None=None,      # frames at this size instead of the stored one (a training checkpoint's: the size it was
+                                   # trained at; the pipeline's CPU profiles evaluate at `evaluate.image_size`, 160 px)
 )->Localizer:
     "A `Localizer` from released weights (safetensors + JSON) or from a verified training checkpoint."
     path = Path(path)
@@ -264,14 +266,18 @@ def from_pretrained(
     else:
         model, method, cfg = model_from_checkpoint(path)
         audio, image, names = cfg.audio, cfg.image, class_names_of(cfg)
+    if image_size is not None:
+        if int(image_size) != image_size or image_size < 1: raise ValueError(f"image_size={image_size!r}: expected a whole number of pixels ≥ 1")
+        image = replace(image, size=int(image_size))
     return Localizer(model, method, audio, image, class_names if class_names is not None else names, device, amp)
 
 def load_model(
     path:str|Path,     # a training checkpoint (.pt) or a weights folder
     device:str='cpu',
+    image_size:int|None=None,  # frames at this size instead of the stored one (`from_pretrained`)
 )->tuple:              # (model in eval mode, `AudioConfig`, `ImageConfig`)
     "The model of a checkpoint or weights folder and the front ends it was trained with (read by `from_pretrained`)."
-    loc = from_pretrained(path, device=device, amp='none')
+    loc = from_pretrained(path, device=device, amp='none', image_size=image_size)
     return loc.model, loc.audio_cfg, loc.image_cfg
 
 # %% ../nbs/70_inference.ipynb #a7c51d3b

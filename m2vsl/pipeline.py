@@ -25,9 +25,9 @@ __all__ = ['EVAL_SETS', 'PRETRAIN_DIR', 'TABLES', 'dataset', 'write_json', 'trai
 # %% ../nbs/60_pipeline.ipynb #6c9edfab
 EVAL_SETS = ('single', 'multi', 'seg', 'seg_multi')   # the evaluation sets of Tables 1–4 (`data.<set>`)
 
-def dataset(p:dict, key:str, **kw):
-    "The data set of `data.<key>` with the configured front ends."
-    a, i = front_ends(p)
+def dataset(p:dict, key:str, test:bool=False, **kw):
+    "The data set of `data.<key>` with the configured front ends (`test`: evaluation's, frames at `evaluate.image_size`)."
+    a, i = front_ends(p, test)
     return build_dataset(data_config(p, key, **kw), a, i)
 
 def write_json(path:str|Path, obj)->Path:

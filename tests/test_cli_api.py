@@ -125,19 +125,19 @@ def test_from_pretrained_and_localize(tmp_path):
 
 
 def test_evaluate_params_passes_the_evaluate_section(tmp_path, monkeypatch):
-    "`m2vsl evaluate --params` gives `evaluate()` the params file's evaluate: options per task, as the pipeline's stage does."
+    "`m2vsl evaluate --params` gives `evaluate()` the params file's evaluate: options per task and builds the sets at its\n    evaluate.image_size, as the pipeline's stage does; --image-size overrides the size."
     import yaml, m2vsl.cli as cli, m2vsl.data, m2vsl.evaluate
-    calls = []
+    calls, sizes = [], []
     def fake_evaluate(model, ds, task, **kw):
         calls.append((task, kw)); return {'metrics': {'n_samples': 1}}
-    monkeypatch.setattr(cli, 'load_model', lambda path, device='cpu': ('model', None, None))
-    monkeypatch.setattr(m2vsl.data, 'build_dataset', lambda d, a, i: d)
+    monkeypatch.setattr(cli, 'load_model', lambda path, device='cpu', image_size=None: ('model', None, None))
+    monkeypatch.setattr(m2vsl.data, 'build_dataset', lambda d, a, i: sizes.append(i.size) or d)
     monkeypatch.setattr(m2vsl.evaluate, 'evaluate', fake_evaluate)
     p = {'data': {'root': str(tmp_path), 'single': {'path': 'vggsound', 'layout': 'vggsound', 'split': 'test'},
                   'multi': {'path': 'vggsound', 'layout': 'vggsound', 'split': 'test', 'task': 'multi'},
                   'seg': {'path': 'avsbench', 'layout': 'avsbench', 'split': 'test'}},
-         'audio': {}, 'image': {}, 'train': {'amp': 'none'}, 'methods': ['m2vsl'],
-         'evaluate': {'sets': ['single', 'multi', 'seg'], 'batch_size': 7, 'iou_thresholds': [0.2, 0.6],
+         'audio': {}, 'image': {'size': 96}, 'train': {'amp': 'none'}, 'methods': ['m2vsl'],
+         'evaluate': {'sets': ['single', 'multi', 'seg'], 'image_size': 160, 'batch_size': 7, 'iou_thresholds': [0.2, 0.6],
                       'ciou_thresholds': [0.15], 'fscore_batch': 3}}
     f = tmp_path/'params.yaml'; f.write_text(yaml.safe_dump(p))
     rc, out, err = run_main(['evaluate', '--checkpoint', str(tmp_path/'x.pt'), '--params', str(f), '--no-progress'])
@@ -146,6 +146,9 @@ def test_evaluate_params_passes_the_evaluate_section(tmp_path, monkeypatch):
     assert got['single']['evaluator_kw'] == {'iou_thresholds': (0.2, 0.6)} and got['single']['batch_size'] == 7
     assert got['multi']['evaluator_kw'] == {'iou_thresholds': (0.15,)}
     assert got['seg']['evaluator_kw'] == {'fscore_batch': 3} and got['seg']['amp'] == 'none'
-    calls.clear()
-    rc, _, err = run_main(['evaluate', '--checkpoint', 'x', '--params', str(f), '--batch-size', '2', '--amp', 'bf16', '--sets', 'single'])
+    assert sizes == [160]*3, sizes                                   # evaluation's frames, not the training's 96 px
+    calls.clear(); sizes.clear()
+    rc, _, err = run_main(['evaluate', '--checkpoint', 'x', '--params', str(f), '--batch-size', '2', '--amp', 'bf16', '--sets', 'single',
+                           '--image-size', '128'])
     assert rc == 0 and calls[0][1]['batch_size'] == 2 and calls[0][1]['amp'] == 'bf16', (err, calls)
+    assert sizes == [128], sizes
