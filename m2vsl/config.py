@@ -52,6 +52,7 @@ class TrainConfig:
     seed:int=0                     # model initialisation, data order (a function of seed and epoch), per-rank RNGs
     device:str='auto'              # 'auto' (cuda:LOCAL_RANK if available, else cpu) | 'cpu' | 'cuda'
     num_workers:int=0              # DataLoader workers per process
+    cache_data:bool=False          # decode the training clips once and keep them in memory (AVDataset.cache): for sets that fit
     run_dir:str='runs/m2vsl'       # where checkpoints, metrics and the split go
     resume:str='auto'              # 'auto' (from run_dir if a valid checkpoint is there) | 'never' | a checkpoint path
     ckpt_every:int=0               # also checkpoint every N optimizer steps (0 = at epoch ends only)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, DataLoader, default_collate
 
 from .audio import AudioConfig, AudioFrontEnd, AudioError, read_audio, to_mono
 from .vision import ImageConfig, ImageTransform, ImageError, read_image, read_mask
@@ -215,6 +215,7 @@ class AVDataset(Dataset):
         self.skipped = list(skipped or [])   # [(id, reason)]
         self.no_gt = []                      # [(id, reason)]: test clips whose ground truth is empty (has_gt=False)
         self._fe = None
+        self._decoded = {}                   # record index → its decoded inputs (`cache`)
         self._reset_failed()
         if validate is None and on_error == 'skip': validate = 'full'
         if validate: self.validate(validate)
@@ -253,16 +254,24 @@ class AVDataset(Dataset):
         if s.boxes is not None: return boxes_to_gt(s.boxes, S)[None]
         return read_mask(s.mask)[None]   # full-frame resolution; the transform resizes (nearest) with the frame
 
-    def load(self, r:Record)->dict:
-        "Load one record (raises on bad input)."
-        S, imgs, gts, wav = self.image_cfg.size, [], [], None
+    def decode(self, r:Record)->tuple:
+        "The deterministic part of loading a record: its frames as decoded, their ground truth, the spectrogram (raises on bad input)."
+        frames, gts, wav = [], [], None
         for s in r.sources:
-            img = read_image(s.frame, self.image_cfg, need=self.tfm.need())
-            g = self._gt(s) if s.has_gt else None
-            x, g = self.tfm(img, g)
-            imgs.append(x); gts.append(g)
+            frames.append(read_image(s.frame, self.image_cfg, need=self.tfm.need()))
+            gts.append(self._gt(s) if s.has_gt else None)
             w = load_window(s.audio, self.frontend, s.start_s, self.allow_silent)   # reads only the window's part
             wav = w if wav is None else wav + w
+        with torch.no_grad(): spec = self.frontend(wav).float()
+        return frames, gts, spec
+
+    def load(self, r:Record, decoded:tuple|None=None)->dict:
+        "Load one record (raises on bad input); `decoded`: its `decode` output, kept from before."
+        frames, raw, spec = decoded if decoded is not None else self.decode(r)
+        S, imgs, gts = self.image_cfg.size, [], []
+        for img, g in zip(frames, raw):   # the random part (crop, flip) happens here, on every call
+            x, g = self.tfm(img, g)
+            imgs.append(x); gts.append(g)
         n, has_gt = len(r.sources), all(g is not None for g in gts)
         gt = torch.zeros(n, S, n*S)
         if has_gt:
@@ -270,18 +279,28 @@ class AVDataset(Dataset):
         labels = torch.zeros(len(self.class_names))
         for c in r.classes:
             if c >= 0: labels[c] = 1
-        with torch.no_grad(): spec = self.frontend(wav)
-        return {'id': r.id, 'image': torch.cat(imgs, -1), 'audio': spec.float(), 'labels': labels,
+        return {'id': r.id, 'image': torch.cat(imgs, -1), 'audio': spec if decoded is None else spec.clone(), 'labels': labels,
                 'classes': torch.tensor(r.classes, dtype=torch.int64), 'gt': gt, 'has_gt': has_gt}
 
     def __getitem__(self, i:int)->dict|None:
-        r = self.records[i]
-        if self.on_error == 'raise': return self.load(r)
-        try: return self.load(r)
+        r, d = self.records[i], self._decoded.get(i)
+        if self.on_error == 'raise': return self.load(r, d)
+        try: return self.load(r, d)
         except (FileNotFoundError, ImageError, AudioError, DataError) as e:
             if not self._failed[i]:   # counted once, whichever process loads it, however many epochs
                 self._failed[i] = 1; self._skip(r.id, str(e))
             return None
+
+    def cache(self,
+        indices=None,               # the records to keep (default: all)
+        num_workers:int=0,          # DataLoader workers that decode them
+    )->int:                         # how many records are kept decoded
+        """Decode records once and keep them in memory (frames as decoded, ground truth, spectrograms): later loads only
+        crop, flip and normalise. A record that fails to decode is not kept; its loads raise or skip as usual."""
+        todo = [i for i in (range(len(self.records)) if indices is None else map(int, indices)) if i not in self._decoded]
+        for i, d in DataLoader(_Decoding(self, todo), batch_size=None, num_workers=num_workers, collate_fn=_as_is):
+            if d is not None: self._decoded[i] = d
+        return len(self._decoded)
 
     def _skip(self, id, reason):
         self._skipped.append((id, reason))
@@ -302,7 +321,7 @@ class AVDataset(Dataset):
                         read_image(s.frame, self.image_cfg, need=(16, 16))
                 keep.append(r)
             except (FileNotFoundError, ImageError, AudioError, DataError) as e: self._skip(r.id, str(e))
-        self.records = keep
+        self.records, self._decoded = keep, {}
         self._reset_failed()
 
     def skip_report(self)->str:
@@ -318,6 +337,17 @@ class AVDataset(Dataset):
             lines += [f"{self.name}: {len(self.no_gt)} clips without ground truth (has_gt=False)"]
             lines += [f"  - {i}: {why}" for i, why in self.no_gt]
         return '\n'.join(lines)
+
+def _as_is(x): return x
+
+class _Decoding(Dataset):
+    "`(i, ds.decode(record i))` for the indices `todo`, or `(i, None)` for a record that fails (`AVDataset.cache`)."
+    def __init__(self, ds:AVDataset, todo:list): self.ds, self.todo = ds, todo
+    def __len__(self): return len(self.todo)
+    def __getitem__(self, k:int)->tuple:
+        i = self.todo[k]
+        try: return i, self.ds.decode(self.ds.records[i])
+        except (FileNotFoundError, ImageError, AudioError, DataError): return i, None
 
 # %% ../nbs/21_data.ipynb #7c087d96
 LAYOUTS = {'vggsound': ('single', 'multi'), 'instruments': ('single', 'multi'), 'avsbench': ('s4', 'ms3'), 'wsavs': ('s4',)}
