@@ -38,7 +38,7 @@ class ModelConfig:
     cls_weight:float=1.0           # weight of the class loss (0 = no class tokens: self-supervised)
     tau:float=0.03                 # temperature of the contrastive loss (EZ-VSL's; the paper gives none)
     cls_tau:float=0.1              # temperature of the class-token/patch similarities
-    mmt_readout:str='visual'       # patches the class tokens are read against: 'visual' (the visual tokens) | 'av' (the audio-gated ones)
+    mmt_readout:str='query'        # class-token read-out: 'query' (learned class embeddings vs the MMT's output patches) | 'visual' | 'av' (see `MMT`)
     map_mmt_weight:float=0.0       # share of the class-aware (MMT) map in the single-source map (0: the paper's sim(A, V^s))
     source_mmt_weight:float=0.5    # share of the class-aware map in each source's map (multi-source: it tells sources apart)
     map_upsample:str='bilinear'    # how feature-grid maps reach the image size: 'bilinear' | 'bicubic' (see `upsample`)
@@ -55,9 +55,9 @@ class ModelConfig:
 # %% ../nbs/10_model.ipynb #9f1bfc91
 VARIANTS = {
     'm2vsl':    dict(mmc_stages=(1, 2, 3, 4), token_stages=(1, 2, 3, 4), mmt_depth=3, cls_weight=1.0),
-    'mmc_only': dict(mmc_stages=(1, 2, 3, 4), token_stages=(4,), mmt_depth=0, cls_weight=1.0),
+    'mmc_only': dict(mmc_stages=(1, 2, 3, 4), token_stages=(4,), mmt_depth=0, cls_weight=1.0, mmt_readout='visual'),
     'mmt_only': dict(mmc_stages=(), token_stages=(1, 2, 3, 4), mmt_depth=3, cls_weight=1.0),
-    'neither':  dict(mmc_stages=(), token_stages=(4,), mmt_depth=0, cls_weight=1.0),
+    'neither':  dict(mmc_stages=(), token_stages=(4,), mmt_depth=0, cls_weight=1.0, mmt_readout='visual'),
     'ezvsl':    dict(mmc_stages=(4,), token_stages=(4,), mmt_depth=0, cls_weight=0.0),
 }
 
@@ -243,12 +243,12 @@ def encoder_weights(
     return {f'{n}.{k}': t.detach().cpu().contiguous() for n, m in mods.items() for k, t in m.state_dict().items()}
 
 # %% ../nbs/10_model.ipynb #aa982b62
-MMT_READOUTS = ('visual', 'av')
+MMT_READOUTS = ('query', 'visual', 'av')
 
 class MMT(nn.Module):
     "Self-attention over [P audio-gated patch tokens; C class tokens] → class logits `(B,C)` and maps `(B,C,g,g)`."
     def __init__(self, num_classes:int, dim:int=512, depth:int=3, heads:int=8, grid:int=5, mlp_ratio:float=2.0,
-                 cls_tau:float=0.1, width:int|None=None, readout:str='visual'):
+                 cls_tau:float=0.1, width:int|None=None, readout:str='query'):
         super().__init__()
         if readout not in MMT_READOUTS: raise ValueError(f"MMT readout {readout!r}: choose from {MMT_READOUTS}")
         self.grid, self.cls_tau, self.readout, w = grid, cls_tau, readout, width or dim
@@ -270,8 +270,9 @@ class MMT(nn.Module):
                 with sdpa_kernel(SDPBackend.MATH): x = self.blocks(x)
             else: x = self.blocks(x)
         P = self.grid*self.grid
-        patches = token(f) if self.readout == 'visual' else x[:, :P]    # the class must be found in the image, or in the gated tokens
-        patches, cls = F.normalize(patches.float(), dim=-1), F.normalize(x[:, P:].float(), dim=-1)
+        patches = token(f) if self.readout == 'visual' else x[:, :P]    # the class found in the image, or in the MMT's tokens
+        cls = self.cls_tokens.expand(len(f), -1, -1) if self.readout == 'query' else x[:, P:]   # one query per class, or per clip
+        patches, cls = F.normalize(patches.float(), dim=-1), F.normalize(cls.float(), dim=-1)
         s = torch.einsum('bcd,bpd->bcp', cls, patches)/self.cls_tau
         return s.amax(-1), rearrange(s, 'b c (h w) -> b c h w', h=self.grid)
 
