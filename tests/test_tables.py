@@ -66,3 +66,23 @@ def test_two_methods_every_set_one_reference(tmp_path):
     assert s['comparisons'] == 15 and s['m2vsl_beats_every_ablation'] is None, s   # Tables 1–3 against EZ-VSL: 6 + 5 + 4
     learn = json.loads((met/'learning.json').read_text())
     assert learn['checks'] == 0 and learn['not_judged'] == 6, learn          # no untrained_* metrics: shown, not judged
+
+
+@pytest.mark.skipif(not (REPO/'metrics'/'references'/'untrained_ezvsl.json').exists(), reason='no metrics of the main run')
+def test_learning_check_counts_each_half(tmp_path):
+    "The learning check: a row learns when it beats both references; each half is counted on its own (issue 18)."
+    methods = ['m2vsl', 'ezvsl']
+    out, met = run_tables(tmp_path, methods, ['single', 'seg'], refs=['centre_prior', 'untrained_m2vsl', 'untrained_ezvsl'])
+    val = lambda name, t, k: json.loads((met/f"{'references/' if name.startswith(('untrained', 'centre')) else ''}{name}.json")
+                                        .read_text())[t][k]
+    rows = [(m, t, k) for m in methods for t, k in [('single', 'pixel_ap'), ('single', 'iou@0.3'), ('seg', 'miou')]]
+    up = [val(m, t, k) > val(f'untrained_{m}', t, k) for m, t, k in rows]
+    uc = [val(m, t, k) > val('centre_prior', t, k) for m, t, k in rows]
+    learn = json.loads((met/'learning.json').read_text())
+    assert learn['checks'] == 6 and learn['not_judged'] == 0, learn
+    assert (learn['above_untrained'], learn['above_centre'], learn['learns']) == (sum(up), sum(uc), sum(a and b for a, b in zip(up, uc))), learn
+    md = (out/'learning.md').read_text()
+    assert f"Above the untrained self: {sum(up)} of 6; above the centre prior: {sum(uc)} of 6." in md, md
+    yn = lambda v: 'yes' if v else '**no**'
+    for (m, t, k), a, b in zip(rows, up, uc):
+        assert f"| {yn(a)} | {yn(b)} | {yn(a and b)} |" in next(l for l in md.splitlines() if l.startswith(f'| {m} | {t} {k} |')), md
