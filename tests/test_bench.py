@@ -11,6 +11,14 @@ sys.path.insert(0, str(BENCH))
 import bench_ceiling, bench_train, bench_video, report   # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    "A script's main() sets this process's torch threads, as a program should; the test puts them back, so the tests that run\nafter it (the one- vs two-process comparison in test_launch) run as they would alone."
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def test_ceiling_record(tmp_path):
     bench_ceiling.main(['--n', '128', '--runs', '1', '--threads', '1', '--out', str(tmp_path/'ceiling.json')])
     r = json.loads((tmp_path/'ceiling.json').read_text())
