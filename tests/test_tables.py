@@ -12,8 +12,12 @@ BIN = Path(sys.executable).parent
 TABLES = ['table1', 'table2', 'table3', 'table4']
 
 
-def run_tables(tmp_path, methods, sets, refs=()):
-    "Run the tables notebook in `tmp_path` on the repository's metrics of `methods` (+ `refs`), cut to `sets`."
+def run_tables(tmp_path, methods, sets, refs=(), scores=None):
+    """Run the tables notebook in `tmp_path` on the repository's metrics of `methods` (+ `refs`), cut to `sets`;
+    `scores`: per-clip single-source scores to write as results/<name>/single.csv (CSV text by method or reference)."""
+    for m, text in (scores or {}).items():
+        f = tmp_path/'results'/('references/' if m == 'centre_prior' else '')/m/'single.csv'
+        f.parent.mkdir(parents=True); f.write_text(text)
     p = yaml.safe_load((REPO/'params.yaml').read_text())
     p['methods'] = list(methods); p['evaluate']['sets'] = list(sets)
     (tmp_path/'params.yaml').write_text(yaml.safe_dump(p))
@@ -86,3 +90,22 @@ def test_learning_check_counts_each_half(tmp_path):
     yn = lambda v: 'yes' if v else '**no**'
     for (m, t, k), a, b in zip(rows, up, uc):
         assert f"| {yn(a)} | {yn(b)} | {yn(a and b)} |" in next(l for l in md.splitlines() if l.startswith(f'| {m} | {t} {k} |')), md
+
+
+@pytest.mark.skipif(not (REPO/'metrics'/'references'/'centre_prior.json').exists(), reason='no metrics of the main run')
+def test_learning_check_by_box_area(tmp_path):
+    "The learning check's breakdown by box size: per band, % of clips at IoU >= 0.3 / mean per-clip pixel AP (issue 18)."
+    N = json.loads((REPO/'metrics'/'references'/'centre_prior.json').read_text())['image_size']**2
+    def csv(rows):   # (box share of the frame, ciou, pixel_ap)
+        return 'id,ciou,conf,n_boxes,gt_area,pixel_ap\n' + ''.join(f'c{i},{c},0.5,1,{a*N},{ap}\n' for i, (a, c, ap) in enumerate(rows))
+    m2 = [(.10, .2, .6), (.12, .1, .4), (.20, .35, .7), (.20, .25, .5), (.30, .5, .8), (.60, .7, .9), (.60, .2, .7)]
+    cp = [(.10, .0, .1), (.12, .0, .3), (.20, .40, .5), (.20, .45, .5), (.30, .6, .8), (.60, .8, .9), (.60, .9, 1.)]
+    out, _ = run_tables(tmp_path, ['m2vsl'], ['single'], refs=['centre_prior'], scores={'m2vsl': csv(m2), 'centre_prior': csv(cp)})
+    md = (out/'learning.md').read_text()
+    assert '| box area | clips | m2vsl | centre_prior |' in md, md
+    for line in ['| under 15 % | 2 | 0 / 50 | 0 / 20 |', '| 15–25 % | 2 | 50 / 60 | 100 / 50 |', '| 25–40 % | 1 | 100 / 80 | 100 / 80 |',
+                 '| 40 % or more | 2 | 50 / 80 | 100 / 95 |']:
+        assert line in md, (line, md)
+    import pandas as pd
+    t = pd.read_csv(out/'learning_by_area.csv')
+    assert t['clips'].tolist() == [2, 2, 1, 2] and t['m2vsl iou@0.3'].tolist() == [0, .5, 1, .5], t
