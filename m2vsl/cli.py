@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .runtime import atomic_write
-from .inference import from_pretrained, overlay, blend, Localizer, Behind
+from .inference import from_pretrained, overlay, blend_yuv420p, Localizer, Behind
 from .audio import AudioError
 from .vision import ImageError
 from .checkpoint import CheckpointError
@@ -125,29 +125,37 @@ def localize_video(
             vout.time_base = Fraction(1)/rate
             vin.thread_type = 'AUTO'                    # FFmpeg's own decoding threads
             S, rgb, small = loc.image_cfg.size, VideoReformatter(), VideoReformatter()   # each keeps its swscale context
-            def decoded():                              # (RGB frame, time, its S×S copy): runs in `Localizer.stream`'s thread, ahead
+            h2, w2 = vout.height, vout.width
+            def decoded():                              # (4:2:0 frame, time, its S×S RGB copy): in `Localizer.stream`'s thread, ahead
                 it, n = src.decode(vin), 0
                 while True:
                     try: fr = next(it)
                     except StopIteration: return
                     except av.error.FFmpegError as e: raise InputError(f"{video}: cannot decode the video stream ({e})") from None
-                    f = rgb.reformat(fr, format='rgb24')
-                    yield (f.to_ndarray(), float(fr.time) if fr.time is not None else n/float(rate),
-                           small.reformat(f, width=S, height=S, interpolation='BICUBIC').to_ndarray()); n += 1
-            def encode(item):                           # runs in the `Behind` thread, behind the model
-                i, im, m = item
-                o = blend(im, m, alpha)[:vout.height, :vout.width]
-                f = av.VideoFrame.from_ndarray(np.ascontiguousarray(o), format='rgb24'); f.pts = i; f.time_base = Fraction(1)/rate
+                    t, f = float(fr.time) if fr.time is not None else n/float(rate), rgb.reformat(fr, format='rgb24')
+                    s = small.reformat(f, width=S, height=S, interpolation='BICUBIC').to_ndarray()   # from RGB: see above
+                    if fr.format.name != 'yuv420p':     # e.g. 4:4:4, full range, 10 bit: the RGB frame, cropped, as H.264 will see it
+                        fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(f.to_ndarray()[:h2, :w2]), format='rgb24').reformat(format='yuv420p')
+                    yield (fr, t, s); n += 1
+            def encode(item):                           # runs in the `Behind` thread, behind the model: maps to the frame's size,
+                i, fr, t, start, r = item               # the frame's JSON record, the overlay blended on its planes, H.264
+                r = loc.resized(r, (H, W))
+                info = {'frame': i, 'time': round(t, 4), 'window_start': round(start, 4), **r.to_dict()}
+                if classes:
+                    info['class_peaks'] = {loc.class_names[j]: [int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape)[::-1]]
+                                           for j, m in r.class_maps.items()}
+                frames_info.append(info)
+                pl = tuple(np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:hh, :ww]
+                           for p, (hh, ww) in zip(fr.planes, [(h2, w2), (h2//2, w2//2), (h2//2, w2//2)]))
+                o = blend_yuv420p(pl, r.map[:h2, :w2], alpha)
+                f = av.VideoFrame.from_ndarray(np.concatenate([p.ravel() for p in o]).reshape(-1, w2), format='yuv420p')
+                f.pts = i; f.time_base = Fraction(1)/rate
                 for p in vout.encode(f): dst.mux(p)
             idx = 0
-            with Behind(encode, depth=2*batch_size) as enc, contextlib.closing(loc.stream(decoded(), wav, sr, batch_size, top_k, classes)) as st:
-                for im, t, start, r in st:                # the decoding thread has ended when this block is left
-                    enc.put((idx, im, r.map))
-                    info = {'frame': idx, 'time': round(t, 4), 'window_start': round(start, 4), **r.to_dict()}
-                    if classes:
-                        info['class_peaks'] = {loc.class_names[j]: [int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape)[::-1]]
-                                               for j, m in r.class_maps.items()}
-                    frames_info.append(info); idx += 1; bar.update(1)
+            with Behind(encode, depth=2*batch_size) as enc, \
+                 contextlib.closing(loc.stream(decoded(), wav, sr, batch_size, top_k, classes, size=(S, S))) as st:
+                for fr, t, start, r in st:                # the decoding thread has ended when this block is left
+                    enc.put((idx, fr, t, start, r)); idx += 1; bar.update(1)
             bar.close()
             if idx == 0: raise InputError(f"{video}: the video stream has no frames")
             for p in vout.encode(None): dst.mux(p)

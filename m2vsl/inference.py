@@ -25,7 +25,7 @@ from .data import _classes_file
 
 # %% auto #0
 __all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'blend', 'overlay']
+           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'blend', 'blend_yuv420p', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -354,6 +354,8 @@ def stream(self:Localizer,
     top_k:int=5,
     class_maps:bool=True,        # also the class-aware maps of the top classes
     depth:int=2,                 # batches made ahead of the model
+    size:tuple|None=None,        # (H, W) of every frame's maps; None: each frame's own size (a video path that draws
+                                 # behind the model passes the network's (S, S) and brings them to the frame with `resized`)
 ):                               # generator of (image, time, window start, `Localization`) per frame, in order
     "Localize each frame against the audio window centred on its time, with decoding and input making a batch ahead."
     c, duration = self.audio_cfg, wav.shape[-1]/sr
@@ -371,9 +373,21 @@ def stream(self:Localizer,
         if buf: yield prepare(buf)
     with contextlib.closing(ahead(batches(), depth)) as it:
         for buf, starts, x, specs in it:
-            sizes = [np.shape(f[0])[:2] if isinstance(f[0], np.ndarray) else f[0].size[::-1] for f in buf]
+            sizes = ([size]*len(buf) if size is not None else
+                     [np.shape(f[0])[:2] if isinstance(f[0], np.ndarray) else f[0].size[::-1] for f in buf])
             res = self.predict([f[0] for f in buf], specs, top_k, class_maps, sizes, inputs=x, scales=False)
             yield from ((f[0], f[1], s, r) for f, s, r in zip(buf, starts, res))
+
+# %% ../nbs/70_inference.ipynb #cd000acb
+@patch
+def resized(self:Localizer,
+    r:Localization,              # maps at any size (e.g. `stream(..., size=(S, S))`'s)
+    hw:tuple,                    # (H, W) to bring them to
+)->Localization:                 # the same result with every map at `hw`, as `predict(..., sizes=[hw])` makes them
+    "`r` with its maps resized to `hw` by the model's upsampling convention (`predict`'s resize)."
+    how = upsampling(getattr(self.model, 'cfg', None))
+    rs = lambda d: {k: _resize(torch.from_numpy(v), hw, **how) for k, v in d.items()}
+    return replace(r, map=_resize(torch.from_numpy(r.map), hw, **how), size=tuple(hw), scales=rs(r.scales), class_maps=rs(r.class_maps))
 
 # %% ../nbs/70_inference.ipynb #e38c93e8
 @functools.lru_cache(maxsize=None)
@@ -397,6 +411,34 @@ def blend(
     out += np.take(np.float32(alpha)*lut + np.float32(0.5), idx, axis=0)    # + 0.5, then truncation: rounding
     if not 0 <= alpha <= 1: np.clip(out, 0, 255.5, out=out)
     return out.astype(np.uint8)
+
+@functools.lru_cache(maxsize=None)
+def _colours_yuv(cmap:str, alpha:float)->tuple:
+    "α·colour(v) + 0.5 in BT.601 limited-range Y, U, V: three float32 tables of 256 map levels (`blend`'s bins when N = 256)."
+    c = _colours(cmap).astype(np.float64)
+    R, G, B = c[np.minimum(np.arange(256)*len(c)//256, len(c) - 1)].T
+    yuv = (16 + (65.481*R + 128.553*G + 24.966*B)/255, 128 + (-37.797*R - 74.203*G + 112.0*B)/255,
+           128 + (112.0*R - 93.786*G - 18.214*B)/255)
+    return tuple((alpha*np.asarray(p) + 0.5).astype(np.float32) for p in yuv)
+
+def blend_yuv420p(
+    planes:tuple,           # (Y (H, W), U, V (H/2, W/2)) uint8 planes of a 4:2:0 frame, H and W even
+    map:np.ndarray,         # (H, W) map in [0, 1]
+    alpha:float=0.5,        # weight of the colour map
+    cmap:str='jet',         # a matplotlib colormap name
+)->tuple:                   # the blended (Y, U, V), uint8
+    "`blend` on a decoded video frame's own planes: `(1 − α)·P + α·P(colour(map))` per plane, the map's colour in BT.601 limited range."
+    lut = _colours_yuv(cmap, float(alpha))
+    idx = np.minimum(np.asarray(map, np.float32)*np.float32(256), np.float32(255))   # level ⌊v·256⌋, v = 1 takes 255
+    np.maximum(idx, 0, out=idx)
+    idx = idx.astype(np.uint8)
+    out = []
+    for k, (p, l) in enumerate(zip(planes, lut)):
+        o = p*np.float32(1 - alpha)
+        o += np.take(l, idx if k == 0 else idx[::2, ::2])   # chroma: the map at each 2×2 block's top-left pixel
+        if not 0 <= alpha <= 1: np.clip(o, 0, 255.5, out=o)
+        out.append(o.astype(np.uint8))
+    return tuple(out)
 
 def overlay(
     image,                  # path (read at its own size), PIL image or (H, W, 3) array (uint8, or float in [0, 1])
