@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-slow sync-check wheel-check reproduce second-set full pipeline-tiny bench readme docs clean-nbs export
+.PHONY: setup test test-fast test-slow test-all sync-check wheel-check reproduce second-set full pipeline-tiny bench readme docs clean-nbs export
 
 ## setup: create .venv from the one pinned lock file (quick no-op when nothing changed)
 setup: $(STAMP)
@@ -48,9 +48,18 @@ endef
 test-fast: setup
 	@$(call in_test_tmp, nbdev_test --n_workers 2 --do_print && pytest -q -m "not slow" tests)
 
-## test: every test the project has, as CI runs it
+## test: what CI runs (.ci/run), ~15 min on 2 cores: the sync check, the wheel check, every notebook's tests (their
+##       `#| slow` cells included) and every pytest test not marked slow
 test: setup sync-check wheel-check
-	@$(call in_test_tmp, nbdev_test --n_workers 2 --flags slow && pytest -q -rxX --durations=20 tests)
+	@$(call in_test_tmp, nbdev_test --n_workers 2 --flags slow && pytest -q -rxX --durations=20 -m "not slow" tests)
+
+## test-slow: the pytest tests marked slow (more than ~30 s each: the tiny pipeline, resume after SIGKILL, torchrun,
+##            the miniature real layouts, ...), ~25 min on 2 cores; run it, or test-all, before a change lands
+test-slow: setup
+	@$(call in_test_tmp, pytest -q -rxX --durations=20 -m slow tests)
+
+## test-all: every test the project has (test, then test-slow), ~40 min on 2 cores
+test-all: test test-slow
 
 ## reproduce: the main job: set up, then run the whole pipeline (dvc repro) on the embedded benchmark
 reproduce: setup
