@@ -1,6 +1,6 @@
 """Inference speed of M2VSL (issue 8): frames per second of model + fused map, at 224 px (the paper's front ends:
 22,050 Hz, 3 s, 257x300 spectrograms) and at 96 px (the CPU profile's 11,025 Hz, 65x76), batch 1 and batched,
-fp32 and bf16 autocast, channels_last as the model config has it; median of several timed runs after warm-up.
+fp32 and bf16 autocast, channels_last as the model config has it, BatchNorms folded as `Localizer` runs the model (--no-fold-bn: as built); median of several timed runs after warm-up.
 Also end to end (`Localizer.localize_batch` from in-memory image arrays and waveforms: transforms, audio front end,
 model, maps resized to the original 320x240 frame). Prints JSON.
 
@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
-from m2vsl.inference import Localizer
+from m2vsl.inference import Localizer, fold_batchnorm
 from m2vsl.runtime import autocast, native_bf16, resolve_amp
 from bench_train import cpu_name
 
@@ -68,6 +68,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     p.add_argument('--no-e2e', action='store_true', help='skip the end-to-end localize_batch rows')
     p.add_argument('--mmt-dim', type=int, default=128, help="MMT width (the CPU profile's 128; 0: D, the paper's)")
+    p.add_argument('--no-fold-bn', action='store_true', help="time the model as built, without folding its BatchNorms (Localizer(fold_bn=False))")
     p.add_argument('--out', default=None, help='write the JSON record here too')
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -75,22 +76,23 @@ def main(argv=None):
     if a.amps is None: a.amps = ['none'] + (['bf16'] if native_bf16(dev) else [])
     model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
+    net = fold_batchnorm(model) if not a.no_fold_bn else model     # what `Localizer.predict` runs (its default fold_bn=True)
     gemm = gemm_gflops(dev)
     print(json.dumps(dict(fp32_gemm=gemm)), flush=True)
     rows = []
     for conf in a.configs:
         S, aname = int(conf.split(':')[0]), conf.split(':')[1]
         acfg = AudioConfig(**AUDIO[aname])
-        loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev)
+        loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev, fold_bn=not a.no_fold_bn)
         one = {'image': torch.randn(1, 3, S, S).to(dev), 'audio': torch.randn(1, *acfg.shape).to(dev)}
-        with torch.no_grad(): gf = gflop(lambda: method.single_map(model(one), (S, S), mcfg))   # per frame
+        with torch.no_grad(): gf = gflop(lambda: method.single_map(net(one), (S, S), mcfg))   # per frame
         for B in a.batches:
             g = torch.Generator().manual_seed(0)
             batch = {'image': torch.randn(B, 3, S, S, generator=g).to(dev), 'audio': torch.randn(B, *acfg.shape, generator=g).to(dev)}
             for amp in a.amps:
                 def step():
                     with torch.no_grad(), autocast(amp, dev):
-                        out = model(batch)
+                        out = net(batch)
                         return method.single_map(out, (S, S), mcfg)
                 med, ts = timeit(step, dev, a.warmup, a.runs)
                 rows.append(dict(kind='model+map', size=S, audio_frontend=aname, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
@@ -110,7 +112,7 @@ def main(argv=None):
     info = dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None,
                 cpu=cpu_name(), fp32_gemm=gemm, torch_threads=torch.get_num_threads(), cpus=os.cpu_count(),
                 torch=torch.__version__, model=dict(dim=a.dim, num_classes=a.num_classes, mmt_dim=mcfg.mmt_dim,
-                                                    channels_last=mcfg.channels_last),
+                                                    channels_last=mcfg.channels_last, fold_bn=not a.no_fold_bn),
                 warmup=a.warmup, default_amp=inspect.signature(Localizer).parameters['amp'].default,
                 default_amp_resolved=resolve_amp(inspect.signature(Localizer).parameters['amp'].default, dev),
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)

@@ -63,9 +63,9 @@ def model_fps(loc:Localizer, batch:int, runs:int, warmup:int=2)->tuple:
     g = torch.Generator().manual_seed(0)
     b = {'image': torch.randn(batch, 3, S, S, generator=g).to(dev), 'audio': torch.randn(batch, *loc.audio_cfg.shape, generator=g).to(dev)}
     def step():
-        with torch.no_grad(), autocast(loc.amp, dev): return loc.method.single_map(loc.model(b), (S, S), cfg)
+        with torch.no_grad(), autocast(loc.amp, dev): return loc.method.single_map(loc.net(b), (S, S), cfg)   # what predict runs
     one = {k: v[:1] for k, v in b.items()}
-    with torch.no_grad(), autocast(loc.amp, dev): gf = gflop(lambda: loc.method.single_map(loc.model(one), (S, S), cfg))
+    with torch.no_grad(), autocast(loc.amp, dev): gf = gflop(lambda: loc.method.single_map(loc.net(one), (S, S), cfg))
     med, ts = timeit(step, dev, warmup, runs)
     return batch/med, ts, gf
 

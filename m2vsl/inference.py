@@ -4,7 +4,7 @@
 
 # %% ../nbs/70_inference.ipynb #c4097a6e
 from __future__ import annotations
-import contextlib, functools, json, queue, threading
+import contextlib, copy, functools, itertools, json, queue, threading
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -24,8 +24,9 @@ from .checkpoint import model_from_checkpoint, saved_config
 from .data import _classes_file
 
 # %% auto #0
-__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'Localization',
-           'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'blend', 'blend_yuv420p', 'overlay']
+__all__ = ['WEIGHTS_NAME', 'CONFIG_NAME', 'FORMAT', 'PretrainedError', 'class_names_of', 'save_pretrained', 'fold_batchnorm',
+           'Localization', 'fuse', 'Localizer', 'from_pretrained', 'load_model', 'ahead', 'Behind', 'blend',
+           'blend_yuv420p', 'overlay']
 
 # %% ../nbs/70_inference.ipynb #17c36a0b
 WEIGHTS_NAME, CONFIG_NAME = 'model.safetensors', 'config.json'
@@ -66,6 +67,27 @@ def save_pretrained(
     with atomic_write(dir/WEIGHTS_NAME) as p: save_file(sd, str(p), metadata={'format': FORMAT})
     with atomic_write(dir/CONFIG_NAME) as p: p.write_text(json.dumps(conf, indent=1))
     return dir
+
+# %% ../nbs/70_inference.ipynb #a539cef1
+def fold_batchnorm(
+    model:torch.nn.Module,       # any model; only Conv2d → BatchNorm2d pairs that run back to back are folded
+)->torch.nn.Module:              # an eval-mode copy; `model` itself is not changed
+    "A copy of `model` for inference with every BatchNorm2d that directly follows a Conv2d folded into it."
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    nn = torch.nn
+    m = copy.deepcopy(model).eval()
+    ok = lambda c, b: isinstance(c, nn.Conv2d) and type(b) is nn.BatchNorm2d and b.track_running_stats
+    for mod in m.modules():
+        if isinstance(mod, nn.Sequential):                       # applied in order: a conv at i, its BatchNorm at i + 1
+            for i in range(len(mod) - 1):
+                if ok(mod[i], mod[i + 1]): mod[i], mod[i + 1] = fuse_conv_bn_eval(mod[i], mod[i + 1]), nn.Identity()
+        elif isinstance(mod, (BasicBlock, Bottleneck)):          # torchvision's blocks: bnK right after convK
+            for c, b in (('conv1', 'bn1'), ('conv2', 'bn2'), ('conv3', 'bn3')):
+                if ok(getattr(mod, c, None), getattr(mod, b, None)):
+                    setattr(mod, c, fuse_conv_bn_eval(getattr(mod, c), getattr(mod, b))); setattr(mod, b, nn.Identity())
+    if getattr(getattr(m, 'cfg', None), 'channels_last', False): m.to(memory_format=torch.channels_last)
+    return m
 
 # %% ../nbs/70_inference.ipynb #63c6e138
 @dataclass
@@ -119,13 +141,22 @@ class Localizer:
         device:str|torch.device='cpu',
         amp:str='auto',                 # 'auto' (bf16 where the hardware has it) | 'none' | 'bf16' | 'fp16' autocast
         silence:float=1e-4,             # a clip whose peak amplitude is below this is refused as silent
+        fold_bn:bool=True,              # run a copy of the model with its BatchNorms folded into the convolutions (`fold_batchnorm`)
     ):
         self.device = torch.device(device)
         self.model, self.method = model.to(self.device).eval(), method
+        self.fold_bn, self._net, self._net_key = fold_bn, None, None
         self.audio_cfg, self.image_cfg, self.amp, self.silence = audio, image, resolve_amp(amp, self.device), silence
         self.front, self.transform = AudioFrontEnd(audio), ImageTransform(image, train=False)
         C = getattr(model.cfg, 'num_classes', 0) if getattr(model.cfg, 'has_classes', False) else 0
         self.class_names = list(class_names) if class_names else [str(i) for i in range(C)]
+    @property
+    def net(self)->torch.nn.Module:
+        "What `predict` runs: `model`, or with `fold_bn` its folded copy, made again whenever `model`'s tensors change."
+        if not self.fold_bn: return self.model
+        key = tuple((id(t), t._version, t.device) for t in itertools.chain(self.model.parameters(), self.model.buffers()))
+        if key != self._net_key: self._net, self._net_key = fold_batchnorm(self.model), key
+        return self._net
     def __repr__(self): return (f"Localizer({type(self.model).__name__}, method={self.method.name!r}, "
                                 f"image={self.image_cfg.size}px, audio={self.audio_cfg.seconds}s@{self.audio_cfg.sample_rate}Hz, "
                                 f"{len(self.class_names)} classes)")
@@ -183,7 +214,7 @@ class Localizer:
         "Batched forward pass → maps at each image's original size."
         x = (inputs if inputs is not None else torch.stack([self.transform(im)[0] for im in images])).to(self.device)
         with autocast(self.amp, self.device):
-            out = self.model({'image': x, 'audio': specs.to(self.device)})
+            out = self.net({'image': x, 'audio': specs.to(self.device)})
         S, cfg = tuple(x.shape[-2:]), getattr(self.model, 'cfg', None)
         how = upsampling(cfg)                                                # the model's upsampling convention
         fused = self.method.single_map(out, S, cfg).float()
