@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import m2vsl.methods as methods
 from m2vsl.audio import AudioConfig
 from m2vsl.vision import ImageConfig
-from m2vsl.inference import Localizer, fold_batchnorm
+from m2vsl.inference import Localizer
 from m2vsl.runtime import autocast, native_bf16, resolve_amp
 from bench_train import cpu_name
 
@@ -76,7 +76,6 @@ def main(argv=None):
     if a.amps is None: a.amps = ['none'] + (['bf16'] if native_bf16(dev) else [])
     model, method, mcfg = methods.build('m2vsl', num_classes=a.num_classes, dim=a.dim, mmt_dim=a.mmt_dim or None)
     model = model.to(dev).eval()
-    net = fold_batchnorm(model) if not a.no_fold_bn else model     # what `Localizer.predict` runs (its default fold_bn=True)
     gemm = gemm_gflops(dev)
     print(json.dumps(dict(fp32_gemm=gemm)), flush=True)
     rows = []
@@ -84,6 +83,7 @@ def main(argv=None):
         S, aname = int(conf.split(':')[0]), conf.split(':')[1]
         acfg = AudioConfig(**AUDIO[aname])
         loc = Localizer(model, method, acfg, ImageConfig(size=S), device=dev, fold_bn=not a.no_fold_bn)
+        net = loc.net                                            # what `Localizer.predict` runs (its default: BatchNorms folded)
         one = {'image': torch.randn(1, 3, S, S).to(dev), 'audio': torch.randn(1, *acfg.shape).to(dev)}
         with torch.no_grad(): gf = gflop(lambda: method.single_map(net(one), (S, S), mcfg))   # per frame
         for B in a.batches:

@@ -255,6 +255,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'm2vsl.inference.PretrainedError': ('inference.html#pretrainederror', 'm2vsl/inference.py'),
                                  'm2vsl.inference._colours': ('inference.html#_colours', 'm2vsl/inference.py'),
                                  'm2vsl.inference._colours_yuv': ('inference.html#_colours_yuv', 'm2vsl/inference.py'),
+                                 'm2vsl.inference._levels': ('inference.html#_levels', 'm2vsl/inference.py'),
+                                 'm2vsl.inference._mix': ('inference.html#_mix', 'm2vsl/inference.py'),
                                  'm2vsl.inference._resize': ('inference.html#_resize', 'm2vsl/inference.py'),
                                  'm2vsl.inference.ahead': ('inference.html#ahead', 'm2vsl/inference.py'),
                                  'm2vsl.inference.blend': ('inference.html#blend', 'm2vsl/inference.py'),

@@ -436,10 +436,17 @@ def blend(
 )->np.ndarray:              # (H, W, 3) uint8
     "`(1 − α)·image + α·colour(map)`, rounded to uint8."
     lut = _colours(cmap)
-    idx = (np.clip(map, 0, 1).astype(np.float32)*np.float32(len(lut))).astype(np.intp)
-    np.minimum(idx, len(lut) - 1, out=idx)                  # v = 1 takes the last colour
+    return _mix(image, np.float32(alpha)*lut + np.float32(0.5), _levels(map, len(lut)), alpha)
+
+def _levels(map:np.ndarray, n:int)->np.ndarray:
+    "The colour index ⌊v·n⌋ of each map value v (clipped to [0, 1]; v = 1 takes the last colour)."
+    idx = (np.clip(map, 0, 1).astype(np.float32)*np.float32(n)).astype(np.intp)
+    return np.minimum(idx, n - 1, out=idx)
+
+def _mix(image:np.ndarray, colours:np.ndarray, idx:np.ndarray, alpha:float)->np.ndarray:
+    "`(1 − α)·image + colours[idx]` as uint8, with `colours` = α·colour + 0.5 (the + 0.5, then truncation, rounds)."
     out = image*np.float32(1 - alpha)
-    out += np.take(np.float32(alpha)*lut + np.float32(0.5), idx, axis=0)    # + 0.5, then truncation: rounding
+    out += np.take(colours, idx, axis=0)
     if not 0 <= alpha <= 1: np.clip(out, 0, 255.5, out=out)
     return out.astype(np.uint8)
 
@@ -459,17 +466,9 @@ def blend_yuv420p(
     cmap:str='jet',         # a matplotlib colormap name
 )->tuple:                   # the blended (Y, U, V), uint8
     "`blend` on a decoded video frame's own planes: `(1 − α)·P + α·P(colour(map))` per plane, the map's colour in BT.601 limited range."
-    lut = _colours_yuv(cmap, float(alpha))
-    idx = np.minimum(np.asarray(map, np.float32)*np.float32(256), np.float32(255))   # level ⌊v·256⌋, v = 1 takes 255
-    np.maximum(idx, 0, out=idx)
-    idx = idx.astype(np.uint8)
-    out = []
-    for k, (p, l) in enumerate(zip(planes, lut)):
-        o = p*np.float32(1 - alpha)
-        o += np.take(l, idx if k == 0 else idx[::2, ::2])   # chroma: the map at each 2×2 block's top-left pixel
-        if not 0 <= alpha <= 1: np.clip(o, 0, 255.5, out=o)
-        out.append(o.astype(np.uint8))
-    return tuple(out)
+    idx = _levels(map, 256)
+    return tuple(_mix(p, l, idx if k == 0 else idx[::2, ::2], alpha)    # chroma: the map at each 2×2 block's top-left pixel
+                 for k, (p, l) in enumerate(zip(planes, _colours_yuv(cmap, float(alpha)))))
 
 def overlay(
     image,                  # path (read at its own size), PIL image or (H, W, 3) array (uint8, or float in [0, 1])
