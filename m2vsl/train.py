@@ -153,8 +153,10 @@ def finite_step(
 )->bool:
     "Whether the loss and every gradient are finite (else the engine skips the update: bf16 has no GradScaler to do it)."
     if not torch.isfinite(loss.detach()).all(): return False
-    gs = [p.grad for p in model.parameters() if p.grad is not None]   # max |g| over all of them (NaN and inf propagate):
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(gs, float('inf')))) if gs else True   # one foreach kernel, not 4 per tensor
+    gs = [p.grad for p in model.parameters() if p.grad is not None]
+    if not gs: return True
+    if gs[0].is_cuda: return bool(torch.isfinite(torch.nn.utils.get_total_norm(gs, float('inf'))))   # one foreach kernel
+    return bool(torch.isfinite(torch.stack([torch.stack(torch.aminmax(g)).float() for g in gs])).all())   # NaN and ±inf propagate
 
 # %% ../nbs/40_train.ipynb #0b2b53b0
 @dataclass
