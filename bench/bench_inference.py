@@ -1,6 +1,9 @@
 """Inference speed of M2VSL (issue 8): frames per second of model + fused map, at 224 px (the paper's front ends:
 22,050 Hz, 3 s, 257x300 spectrograms) and at 96 px (the CPU profile's 11,025 Hz, 65x76), batch 1 and batched,
 fp32 and bf16 autocast, channels_last as the model config has it, BatchNorms folded as `Localizer` runs the model (--no-fold-bn: as built); median of several timed runs after warm-up.
+Side by side with every model row, a square matrix multiply at the machine's best native precision (the ceiling's,
+`bench_ceiling.py`) is timed between every two timed batches: the row's share of the ceiling is the median over runs of
+(model GFLOP/s ÷ GEMM GFLOP/s) of each pair, so a shared machine that slows down for a while slows both alike.
 Also end to end (`Localizer.localize_batch` from in-memory image arrays and waveforms: transforms, audio front end,
 model, maps resized to the original 320x240 frame). Prints JSON.
 
@@ -46,6 +49,27 @@ def gflop(fn)->float:
     return fc.get_total_flops()/1e9
 
 
+def side_by_side(fn, gemm_fn, dev, warmup, runs)->tuple:
+    "Times of `fn` and of `gemm_fn` in alternation (model, GEMM, model, GEMM, ...) after `warmup` rounds of both."
+    for _ in range(warmup): fn(); gemm_fn()
+    sync(dev); tm, tg = [], []
+    for _ in range(runs):
+        t = time.perf_counter(); fn(); sync(dev); tm.append(time.perf_counter() - t)
+        t = time.perf_counter(); gemm_fn(); sync(dev); tg.append(time.perf_counter() - t)
+    return tm, tg
+
+
+def ceiling_gemm(dev, ceiling:str|None)->tuple:
+    "(precision, n, a function running one n×n×n matmul): the ceiling record's best precision and size, else this device's best native precision at n 2048 (CPU) / 4096 (CUDA)."
+    from bench_ceiling import DTYPES, native_precisions
+    rec = json.loads(Path(ceiling).read_text()) if ceiling and Path(ceiling).exists() else None
+    prec = rec['best_precision'] if rec else native_precisions(dev)[-1]
+    n = rec['gemm'][prec]['n'] if rec else (4096 if dev.type == 'cuda' else 2048)
+    g = torch.Generator(device=dev).manual_seed(0)
+    x, y = (torch.randn(n, n, generator=g, device=dev).to(DTYPES[prec]) for _ in range(2))
+    return prec, n, lambda: x @ y
+
+
 def gemm_gflops(dev, n:int=2048, runs:int=5)->dict:
     "The machine's fp32 matrix-multiply speed (`bench_ceiling.gemm`; the ceiling at every native precision is `bench_ceiling.py`'s record)."
     from bench_ceiling import gemm
@@ -69,6 +93,8 @@ def main(argv=None):
     p.add_argument('--no-e2e', action='store_true', help='skip the end-to-end localize_batch rows')
     p.add_argument('--mmt-dim', type=int, default=128, help="MMT width (the CPU profile's 128; 0: D, the paper's)")
     p.add_argument('--no-fold-bn', action='store_true', help="time the model as built, without folding its BatchNorms (Localizer(fold_bn=False))")
+    p.add_argument('--ceiling', default=None, help="the machine's ceiling record (bench_ceiling.py's JSON; default: ceiling.json beside --out): "
+                   "its best precision and matrix size are timed side by side with every model row")
     p.add_argument('--out', default=None, help='write the JSON record here too')
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -78,6 +104,9 @@ def main(argv=None):
     model = model.to(dev).eval()
     gemm = gemm_gflops(dev)
     print(json.dumps(dict(fp32_gemm=gemm)), flush=True)
+    ceiling = a.ceiling or (str(Path(a.out).parent/'ceiling.json') if a.out else None)
+    gprec, gn, gemm_fn = ceiling_gemm(dev, ceiling)
+    gemm_gflop = 2*gn**3/1e9
     rows = []
     for conf in a.configs:
         S, aname = int(conf.split(':')[0]), conf.split(':')[1]
@@ -94,10 +123,15 @@ def main(argv=None):
                     with torch.no_grad(), autocast(amp, dev):
                         out = net(batch)
                         return method.single_map(out, (S, S), mcfg)
-                med, ts = timeit(step, dev, a.warmup, a.runs)
+                ts, tg = side_by_side(step, gemm_fn, dev, a.warmup, a.runs)
+                med = statistics.median(ts)
+                share = statistics.median((gf*B/t)/(gemm_gflop/u) for t, u in zip(ts, tg))   # each pair's model ÷ GEMM GFLOP/s
                 rows.append(dict(kind='model+map', size=S, audio_frontend=aname, audio=list(acfg.shape), batch=B, amp=amp, channels_last=mcfg.channels_last,
                                  gflop_per_frame=round(gf, 3), gflops=round(gf*B/med, 1), fps=round(B/med, 2), ms_per_batch=round(1e3*med, 2), ms_min=round(1e3*min(ts), 2),
-                                 ms_max=round(1e3*max(ts), 2), runs=a.runs))
+                                 ms_max=round(1e3*max(ts), 2), runs=a.runs,
+                                 gemm_side_by_side=dict(precision=gprec, n=gn, gflops_median=round(gemm_gflop/statistics.median(tg), 1),
+                                                        gflops_best=round(gemm_gflop/min(tg), 1)),
+                                 over_gemm_side_by_side=round(share, 3)))
                 print(json.dumps(rows[-1]), flush=True)
                 if not a.no_e2e:
                     rng = np.random.default_rng(0)
