@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast test-slow test-all sync-check wheel-check reproduce second-set full pipeline-tiny bench readme docs clean-nbs export
+.PHONY: setup test test-fast test-slow test-all sync-check wheel-check reproduce second-set fp32 full pipeline-tiny bench readme docs clean-nbs export
 
 ## setup: create .venv from the one pinned lock file (quick no-op when nothing changed)
 setup: $(STAMP)
@@ -70,6 +70,11 @@ reproduce: setup
 ##             tables land in reports/second_set/ (~25 min on 2 cores)
 second-set: setup
 	bash tools/clone_run.sh second_set --material clipart
+
+## fp32: the default profile in fp32 (train.amp: none), as a CPU without native bf16 runs it, in a fresh clone of the
+##       committed tree; its learning check, tables and figures land in reports/fp32/ with the time it took
+fp32: setup
+	bash tools/clone_run.sh fp32 --amp none
 
 ## full: the `full` profile (every baseline, Figure 4's batch sizes, a second seed for M2VSL and EZ-VSL) in a fresh clone
 ##       of the committed tree sharing this tree's DVC cache (the stages it shares with the last `make reproduce` are
