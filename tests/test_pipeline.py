@@ -26,7 +26,7 @@ def scratch(tmp_path_factory):
     files = run('git ls-files -co --exclude-standard', REPO).stdout.split()
     for f in files:
         generated = f.startswith(('data/', 'runs/', 'results/', 'metrics/', 'reports/', 'release/'))
-        if generated and not f.startswith(('reports/second_set/', 'reports/full/')) or not (REPO/f).is_file(): continue   # the clone runs' results are inputs
+        if generated and not f.startswith(('reports/second_set/', 'reports/fp32/', 'reports/full/')) or not (REPO/f).is_file(): continue   # the clone runs' results are inputs
         (d/f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO/f, d/f)
     shutil.copy(d/'profiles'/'tiny.yaml', d/'params.yaml')
