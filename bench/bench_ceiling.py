@@ -33,10 +33,15 @@ def native_precisions(dev:torch.device)->list:
     return ['fp32'] + (['bf16'] if native_bf16(dev) else [])
 
 
+def operands(dev:torch.device, precision:str, n:int)->tuple:
+    "The two n×n matrices every timed matmul multiplies (seeded), at `precision` on `dev`."
+    g = torch.Generator(device=dev).manual_seed(0)
+    return tuple(torch.randn(n, n, generator=g, device=dev).to(DTYPES[precision]) for _ in range(2))
+
+
 def gemm(dev:torch.device, precision:str, n:int, runs:int=5, warmup:int=2)->dict:
     "GFLOP/s of an n×n×n matrix multiply at `precision` on `dev`: best and median of `runs`."
-    g = torch.Generator(device=dev).manual_seed(0)
-    x, y = (torch.randn(n, n, generator=g, device=dev).to(DTYPES[precision]) for _ in range(2))
+    x, y = operands(dev, precision, n)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     for _ in range(warmup): x @ y
     sync(); ts = []

@@ -61,12 +61,11 @@ def side_by_side(fn, gemm_fn, dev, warmup, runs)->tuple:
 
 def ceiling_gemm(dev, ceiling:str|None)->tuple:
     "(precision, n, a function running one n×n×n matmul): the ceiling record's best precision and size, else this device's best native precision at n 2048 (CPU) / 4096 (CUDA)."
-    from bench_ceiling import DTYPES, native_precisions
+    from bench_ceiling import native_precisions, operands
     rec = json.loads(Path(ceiling).read_text()) if ceiling and Path(ceiling).exists() else None
     prec = rec['best_precision'] if rec else native_precisions(dev)[-1]
     n = rec['gemm'][prec]['n'] if rec else (4096 if dev.type == 'cuda' else 2048)
-    g = torch.Generator(device=dev).manual_seed(0)
-    x, y = (torch.randn(n, n, generator=g, device=dev).to(DTYPES[prec]) for _ in range(2))
+    x, y = operands(dev, prec, n)
     return prec, n, lambda: x @ y
 
 

@@ -47,14 +47,12 @@ import sys, yaml
 from m2vsl.config import load_params   # the package's one reader of params files (checks the file too)
 path, material, amp = sys.argv[1:]
 p = load_params(path)
-if amp:
-    p['train']['amp'] = amp           # every stage's precision (the pretraining and evaluation read train.amp)
-    yaml.safe_dump(p, open(path, 'w'), sort_keys=False)
+if amp: p['train']['amp'] = amp      # every stage's precision (the pretraining and evaluation read train.amp)
 if material:
     if 'generate' not in p: sys.exit(f"{path}: the profile has no `generate:` section; another material needs a generated benchmark")
     p['generate']['material'] = material
     p['data']['root'] = f'data/second_{material}'
-    yaml.safe_dump(p, open(path, 'w'), sort_keys=False)
+if amp or material: yaml.safe_dump(p, open(path, 'w'), sort_keys=False)
 print(p['data']['root'])
 PY
 )
