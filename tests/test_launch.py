@@ -40,9 +40,9 @@ def test_two_processes_equal_one_process(tmp_path, monkeypatch):
     kw = dict(data_factory='test_train:toy_factory', model=dict(TINY), batch_size=4, epochs=2, val_fraction=0.2,
               freeze_bn=True, progress=False, dvclive=False, amp='none')
     # Which single-process run to compare with: 8 Adam steps amplify reduction-order noise, and one process on 1 thread
-    # and on 2 threads differ by 1.4e-4 (rel.) in val_loss after epoch 1 and 1.0e-3 after epoch 2 (Xeon and AVX2 EPYC
-    # alike). torchrun's 2 processes (1 thread each) reproduce one of the two to ~2e-7: the 2-thread run on the Xeon, the
-    # 1-thread run on the EPYC. So both are run (thread counts pinned, not inherited from whatever ran before) and the
+    # and on 2 threads differ by 1.4e-4 (rel.) in val_loss after epoch 1 (on the Xeon and on an AVX2 EPYC) and by 1.0e-3
+    # after epoch 2 (EPYC). torchrun's 2 processes (1 thread each) reproduce one of the two to ~2e-7: the 2-thread run on
+    # the Xeon, the 1-thread run on the EPYC. So both are run (thread counts pinned, not inherited from whatever ran before) and the
     # 2-process run must match the nearer one closely. A real error moves it far more: the same 2-process run with each
     # process's own negatives (`local_negatives=True`) instead of the global batch's is 41 % off in val_loss.
     threads, one = torch.get_num_threads(), {}
